@@ -1,0 +1,49 @@
+"""Shared fixtures: fixture files, real sshd servers, and simulated pueue hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.sshd import ClientKeys, SSHServer
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pueue"
+if not FIXTURES.is_dir():  # CI lays shared/ beside the clone; a developer's checkout has it at ../shared
+    FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pueue"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"the pueue fixtures are missing: {FIXTURES}", pytrace=False)
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def client_keys(tmp_path_factory: pytest.TempPathFactory) -> ClientKeys:
+    return ClientKeys(tmp_path_factory.mktemp("client"))
+
+
+@pytest.fixture
+def sshd_factory(tmp_path: Path, client_keys: ClientKeys) -> Iterator[SSHFactory]:
+    factory = SSHFactory(tmp_path / "sshd", client_keys)
+    yield factory
+    factory.stop_all()
+
+
+class SSHFactory:
+    def __init__(self, root: Path, keys: ClientKeys) -> None:
+        self.root = root
+        self.keys = keys
+        self.servers: list[SSHServer] = []
+
+    def start(self, env: dict[str, str] | None = None) -> SSHServer:
+        server = SSHServer(self.root / f"host{len(self.servers)}", self.keys, dict(env or {})).start()
+        self.servers.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()

@@ -1,0 +1,1 @@
+"""Real services for the tests, started in temporary directories on free loopback ports."""

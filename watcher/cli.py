@@ -1,0 +1,91 @@
+"""The ``pueue-watcher`` command line: ``run``, ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from watcher import __version__
+from watcher.config import Settings, load_settings
+from watcher.errors import ConfigError
+
+EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {exc.source}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result: int = args.handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pueue-watcher", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pueue-watcher {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("-c", "--config", metavar="FILE", help="configuration file (see README)")
+
+    run = sub.add_parser("run", parents=[config], help="watch every host until stopped")
+    run.set_defaults(handler=_run)
+
+    status = sub.add_parser("status", parents=[config], help="show every host's queue once (read-only)")
+    status.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+    return parser
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from watcher import logs
+    from watcher.fleet import Fleet
+    from watcher.render import status_document, status_table
+
+    logs.configure(sys.stderr, level="warning")
+    hosts = settings.hosts
+    if args.host:
+        unknown = sorted(set(args.host) - {h.name for h in hosts})
+        if unknown:
+            print(
+                f"config error: no host named {', '.join(map(repr, unknown))} in the configuration",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        hosts = [h for h in hosts if h.name in args.host]
+
+    async def poll_once() -> list:  # type: ignore[type-arg]
+        fleet = Fleet(settings, hosts)
+        try:
+            return await fleet.poll()
+        finally:
+            await fleet.close()
+
+    results = asyncio.run(poll_once())
+    now = datetime.now(UTC)
+    if args.json:
+        sys.stdout.write(json.dumps(status_document(results, now)) + "\n")
+    else:
+        sys.stdout.write(status_table(results, now))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_HOST_FAILED
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from watcher import logs
+    from watcher.daemon import run_daemon
+
+    logs.configure(sys.stdout)
+    return asyncio.run(run_daemon(settings))

@@ -1,0 +1,238 @@
+"""Configuration: a TOML file, overridden by ``PUEUE_WATCHER__SECTION__KEY`` environment variables.
+
+The file is found at ``-c/--config``, else ``$PUEUE_WATCHER_CONFIG``, else ``./config.toml``, else
+``/etc/pueue-watcher/config.toml``. Every problem is reported as one line naming the key
+(``hosts[1].port: …``), and the CLI exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from watcher.errors import ConfigError
+
+ENV_CONFIG = "PUEUE_WATCHER_CONFIG"
+DEFAULT_PATHS = (Path("config.toml"), Path("/etc/pueue-watcher/config.toml"))
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """``300``, ``"300"``, ``"30s"``, ``"5m"``, ``"1h30m"`` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '30s', '5m', '1h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"{value!r} is not a duration such as '30s', '5m' or '1h'") from None
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError("a duration is a number of seconds or a string such as '30s', '5m', '1h'")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
+
+
+def _plain_text(value: str, what: str) -> str:
+    if not value or any(ch in value for ch in "\0\n\r"):
+        raise ValueError(f"{what} must be a non-empty single line")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WatcherSection(_Section):
+    poll_interval: Duration = Field(300.0, description="Seconds between polls of a host ('30s', '5m', '1h').")
+    state_path: str = Field("~/.local/state/pueue-watcher/state.db", description="The SQLite state database.")
+    host_timeout: Duration = Field(60.0, description="Upper bound of one host's poll, connect included.")
+    connect_timeout: Duration = Field(15.0, description="Upper bound of an SSH connect and login.")
+    keepalive_interval: Duration = Field(30.0, description="SSH keepalive interval.")
+    max_concurrency: int = Field(32, ge=1, le=1024, description="Hosts polled at the same time.")
+
+
+class MetricsSection(_Section):
+    listen: str = Field("127.0.0.1:9925", description="host:port of the metrics endpoint; '' disables it.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value == "":
+            return value
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+
+class HostConfig(_Section):
+    name: str = Field(description="The label used in output, metrics and alerts.")
+    transport: Literal["ssh", "local"] = "ssh"
+    address: str | None = Field(None, description="The ssh destination (an ~/.ssh/config alias works).")
+    port: int | None = Field(None, ge=1, le=65535)
+    user: str | None = None
+    identity_file: str | None = None
+    passphrase: SecretStr | None = Field(None, description="Passphrase of identity_file, if any.")
+    known_hosts: str | None = Field(
+        None, description="known_hosts file; host keys are always verified unless this is 'none'."
+    )
+    pueue: str = Field("pueue", description="The pueue client on that host.")
+    pueue_dir: str | None = Field(None, description="pueue's directory (state.json); default is pueue's.")
+    groups: list[str] = Field(default_factory=lambda: ["*"], description="Globs of the groups to watch.")
+    compression: Literal["gzip", "zstd", "none"] = Field(
+        "gzip", description="How the state is compressed on the remote side before transfer."
+    )
+    read_state_file: bool = Field(
+        True, description="Read state.json directly (cheap) instead of asking the pueue daemon."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} is not a host name (letters, digits, . _ @ : + -; at most 64)")
+        return value
+
+    @field_validator("address", "user", "identity_file", "known_hosts", "pueue", "pueue_dir")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_text(value, "this value")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one group glob ('*' watches all)")
+        return [_plain_text(glob, "a group glob") for glob in value]
+
+    @property
+    def destination(self) -> str:
+        return self.address or self.name
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PUEUE_WATCHER__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    watcher: WatcherSection = Field(default_factory=WatcherSection)  # type: ignore[arg-type]
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
+    hosts: list[HostConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_hosts(self) -> Settings:
+        seen: set[str] = set()
+        for host in self.hosts:
+            if host.name in seen:
+                raise ValueError(f"host name {host.name!r} is used twice")
+            seen.add(host.name)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Priority, highest first: explicit arguments, the environment, then the TOML file.
+        return (init_settings, env_settings, _FileSource(settings_cls, _FILE_DATA.get()))
+
+
+_FILE_DATA: ContextVar[Mapping[str, Any]] = ContextVar("file_data", default=MappingProxyType({}))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The already-parsed TOML document, as the lowest-priority settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = dict(data)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where the configuration is read from (the first existing candidate, or the explicit path)."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get(ENV_CONFIG):
+        return Path(env)
+    for candidate in DEFAULT_PATHS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_PATHS[0]
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the configuration; raise :class:`ConfigError` listing every problem."""
+    source = find_config(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(source), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(source), [f"cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), [f"not valid TOML: {exc}"]) from None
+    return settings_from_mapping(data, str(source))
+
+
+def settings_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Settings:
+    token = _FILE_DATA.set(data)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+    finally:
+        _FILE_DATA.reset(token)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """``hosts[1].port: Input should be less than or equal to 65535`` (values are never echoed)."""
+    where = ""
+    for part in error.get("loc", ()):
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where or '(top level)'}: {message}"

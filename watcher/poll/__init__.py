@@ -1,0 +1,1 @@
+"""Polling: the remote one-round-trip command and the per-host poller."""

@@ -1,0 +1,118 @@
+"""Poll one host: one remote round trip, then parse, keeping the last snapshot when nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+
+from watcher.config import HostConfig
+from watcher.errors import HostError, HostTimeout, PueueParseError
+from watcher.poll.remote import RemoteState, poll_argv, read_output
+from watcher.pueue.model import Snapshot
+from watcher.pueue.parse import parse_status
+from watcher.transport import Transport
+
+# Payloads larger than this are decompressed and parsed in a worker thread, so that one large host does not
+# stall the event loop (and with it every other host's poll and the metrics endpoint).
+_THREAD_THRESHOLD = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    host: str
+    at: datetime
+    duration: float
+    snapshot: Snapshot | None = None
+    error: str | None = None
+    reason: str | None = None  # a short label of the failure, for metrics
+    state_file_bytes: int | None = None
+    source: str | None = None  # "state", "status" or "unchanged"
+    wire_bytes: int = 0
+    daemon_up: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class HostPoller:
+    """Polls one host through its transport. Remembers the state file's fingerprint so that an unchanged
+    queue costs a few hundred bytes and no parsing."""
+
+    host: HostConfig
+    transport: Transport
+    timeout: float
+    _fingerprint: str = field(default="", init=False)
+    _snapshot: Snapshot | None = field(default=None, init=False)
+
+    async def poll(self) -> PollResult:
+        started = time.monotonic()
+        at = datetime.now(UTC)
+        try:
+            async with asyncio.timeout(self.timeout):
+                remote = await self._fetch()
+                snapshot = await self._snapshot_of(remote)
+        except TimeoutError:
+            return self._failed(at, started, HostTimeout(f"poll timed out after {self.timeout:g}s"))
+        except HostError as exc:
+            return self._failed(at, started, exc)
+        except PueueParseError as exc:
+            self._forget()
+            return PollResult(
+                self.host.name, at, time.monotonic() - started, error=f"bad pueue JSON: {exc}", reason="parse"
+            )
+        return PollResult(
+            host=self.host.name,
+            at=at,
+            duration=time.monotonic() - started,
+            snapshot=snapshot,
+            state_file_bytes=remote.state_file_bytes,
+            source=remote.kind,
+            wire_bytes=remote.wire_bytes,
+            daemon_up=remote.daemon_up,
+        )
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def _fetch(self) -> RemoteState:
+        # Without a snapshot in memory an "unchanged" answer would be useless, so ask for the content.
+        known = self._fingerprint if self._snapshot is not None else ""
+        argv = poll_argv(
+            self.host.pueue, self.host.pueue_dir, known, self.host.compression, self.host.read_state_file
+        )
+        result = await self.transport.run(argv, timeout=self.timeout)
+        return read_output(result.stdout, result.stderr, result.exit_status)
+
+    async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
+        if remote.kind == "unchanged" and self._snapshot is not None:
+            return self._snapshot
+        if len(remote.payload) > _THREAD_THRESHOLD:
+            parsed = await asyncio.to_thread(parse_status, remote.payload)
+        else:
+            parsed = parse_status(remote.payload)
+        snapshot = self._watched(parsed)
+        # Only a state-file read can be skipped next time; `pueue status` output has no fingerprint.
+        self._fingerprint = remote.fingerprint if remote.kind == "state" else ""
+        self._snapshot = snapshot
+        return snapshot
+
+    def _watched(self, snapshot: Snapshot) -> Snapshot:
+        globs = self.host.groups
+        if globs == ["*"]:
+            return snapshot
+        groups = {n: g for n, g in snapshot.groups.items() if any(fnmatchcase(n, p) for p in globs)}
+        tasks = tuple(t for t in snapshot.tasks if t.group in groups)
+        return Snapshot(groups=groups, tasks=tasks, format=snapshot.format)
+
+    def _failed(self, at: datetime, started: float, exc: HostError) -> PollResult:
+        self._forget()
+        return PollResult(self.host.name, at, time.monotonic() - started, error=str(exc), reason=exc.reason)
+
+    def _forget(self) -> None:
+        self._fingerprint = ""
+        self._snapshot = None

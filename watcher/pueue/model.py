@@ -1,0 +1,135 @@
+"""What pueue tells us, reduced to what the watcher needs.
+
+``envs``, ``command``, ``original_command`` and ``path`` are deliberately absent: ``envs`` holds the whole
+environment of the shell that ran ``pueue add`` (tokens, passwords), and commands often carry credentials too.
+They are never decoded, so they can never be kept or logged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """The status name of a pueue task (the key of pueue's externally tagged enum)."""
+
+    QUEUED = "Queued"
+    STASHED = "Stashed"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    LOCKED = "Locked"
+    DONE = "Done"
+
+
+class Result(StrEnum):
+    """The result of a Done task."""
+
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    FAILED_TO_SPAWN = "FailedToSpawn"
+    KILLED = "Killed"
+    ERRORED = "Errored"
+    DEPENDENCY_FAILED = "DependencyFailed"
+
+
+#: The keys of the ``tasks`` object in ``pueue-watcher status --json``, in display order. Every key is
+#: always present. The first five are unfinished states; the rest are the results of Done tasks.
+COUNT_KEYS: tuple[str, ...] = (
+    "queued",
+    "stashed",
+    "running",
+    "paused",
+    "locked",
+    "success",
+    "failed",
+    "failed_to_spawn",
+    "killed",
+    "errored",
+    "dependency_failed",
+)
+UNFINISHED_KEYS: frozenset[str] = frozenset(COUNT_KEYS[:5])
+
+_STATUS_KEY = {
+    Status.QUEUED: "queued",
+    Status.STASHED: "stashed",
+    Status.RUNNING: "running",
+    Status.PAUSED: "paused",
+    Status.LOCKED: "locked",
+}
+_RESULT_KEY = {
+    Result.SUCCESS: "success",
+    Result.FAILED: "failed",
+    Result.FAILED_TO_SPAWN: "failed_to_spawn",
+    Result.KILLED: "killed",
+    Result.ERRORED: "errored",
+    Result.DEPENDENCY_FAILED: "dependency_failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One pueue task. Identify it by :attr:`key`: pueue reuses ids after ``clean``/``remove``."""
+
+    id: int
+    created_at: datetime
+    group: str
+    label: str | None
+    status: Status
+    result: Result | None = None
+    exit_code: int | None = None
+    enqueued_at: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def key(self) -> tuple[int, datetime]:
+        return (self.id, self.created_at)
+
+    @property
+    def state(self) -> str:
+        """The count key of this task (one of :data:`COUNT_KEYS`)."""
+        if self.result is not None:
+            return _RESULT_KEY[self.result]
+        return _STATUS_KEY[self.status]
+
+    @property
+    def finished(self) -> bool:
+        return self.status is Status.DONE
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A pueue group: ``status`` is ``Running``, ``Paused`` or (v4, briefly) ``Reset``."""
+
+    name: str
+    status: str
+    parallel: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One host's queue at one moment: every group, and the tasks of the watched groups."""
+
+    groups: Mapping[str, Group]
+    tasks: tuple[Task, ...]
+    format: str = "unknown"  # "v3", "v4" or "unknown" (no tasks to tell from)
+    tasks_by_group: Mapping[str, tuple[Task, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_group: dict[str, list[Task]] = {}
+        for task in self.tasks:
+            by_group.setdefault(task.group, []).append(task)
+        object.__setattr__(self, "tasks_by_group", {g: tuple(ts) for g, ts in by_group.items()})
+
+    def group_tasks(self, group: str) -> tuple[Task, ...]:
+        return self.tasks_by_group.get(group, ())
+
+
+def count_states(tasks: Iterable[Task]) -> dict[str, int]:
+    """Count tasks per :data:`COUNT_KEYS` key; every key is present."""
+    counts = Counter(task.state for task in tasks)
+    return {key: counts.get(key, 0) for key in COUNT_KEYS}

@@ -1,0 +1,118 @@
+"""Output of ``pueue-watcher status``: the ``--json`` contract and the human table.
+
+Group names and errors come from remote hosts, so the table strips control characters (ANSI escapes could
+repaint the operator's terminal) and clips long values.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Any
+
+from watcher.poll.poller import PollResult
+from watcher.progress import GroupProgress, progress
+
+BAR_WIDTH = 20
+
+
+def status_document(results: list[PollResult], now: datetime) -> dict[str, Any]:
+    """``{"hosts": [{"name", "ok", "error", "state_file_bytes", "groups": [...]}]}``."""
+    hosts = []
+    for result in results:
+        groups = progress(result.snapshot, now) if result.snapshot is not None else []
+        hosts.append(
+            {
+                "name": result.host,
+                "ok": result.ok,
+                "error": result.error,
+                "state_file_bytes": result.state_file_bytes,
+                "groups": [
+                    {
+                        "name": g.name,
+                        "status": g.status,
+                        "parallel": g.parallel,
+                        "tasks": g.counts,
+                        "remaining": g.remaining,
+                        "eta_seconds": None if g.eta_seconds is None else round(g.eta_seconds, 1),
+                    }
+                    for g in groups
+                ],
+            }
+        )
+    return {"hosts": hosts}
+
+
+def status_table(results: list[PollResult], now: datetime) -> str:
+    blocks = [_host_block(result, now) for result in results]
+    return "\n\n".join(blocks) + "\n"
+
+
+def _host_block(result: PollResult, now: datetime) -> str:
+    title = f"{clean(result.host)}  " + ("ok" if result.ok else "UNREACHABLE")
+    lines = [title]
+    if result.snapshot is not None:
+        groups = progress(result.snapshot, now)
+        header = ("GROUP", "STATUS", "PAR", "PROGRESS", "RUN", "QUEUED", "FAILED", "ETA")
+        rows = [header] + [_row(g) for g in groups]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        right = {2, 4, 5, 6, 7}
+        for row in rows:
+            cells = [
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  " + "  ".join(cells).rstrip())
+        if not groups:
+            lines.append("  (no watched groups)")
+    if result.state_file_bytes is not None:
+        lines.append(f"  state file: {human_bytes(result.state_file_bytes)}")
+    if result.error:
+        lines.append(f"  error: {clean(result.error, 300)}")
+    return "\n".join(lines)
+
+
+def _row(g: GroupProgress) -> tuple[str, ...]:
+    return (
+        clean(g.name, 40),
+        g.status,
+        str(g.parallel) if g.parallel else "∞",
+        f"{bar(g.finished, g.total)} {g.finished}/{g.total}",
+        str(g.counts["running"]),
+        str(g.counts["queued"]),
+        str(g.failed),
+        "-" if g.eta_seconds is None else human_duration(g.eta_seconds),
+    )
+
+
+def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    filled = round(width * done / total) if total else 0
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def clean(text: str, limit: int = 64) -> str:
+    """Printable characters only (no ANSI escapes, no newlines), clipped to ``limit``."""
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,31 @@
+"""The transport seam: run one command on a host and collect its output.
+
+Commands are argument vectors. The SSH transport quotes them with :func:`shlex.join` for the remote login
+shell; the local transport executes them directly. Nothing else in the project builds a command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Transport(Protocol):
+    """Runs commands on one host. Implementations keep their connection between calls."""
+
+    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        """Run ``argv`` and return its result; raise a :class:`~watcher.errors.HostError` when the host
+        cannot be reached or the command outlives ``timeout`` seconds."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection, if any. Safe to call twice."""
+        ...

@@ -1,0 +1,43 @@
+"""The ``local`` transport: run the command as a child process of the watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+
+from watcher.errors import HostTimeout, HostUnreachable
+from watcher.transport.base import CommandResult
+
+
+class LocalTransport:
+    """Runs commands on this machine; each command in its own process group, so a timeout kills it all."""
+
+    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise HostUnreachable(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise HostTimeout(f"command timed out after {timeout:g}s") from None
+        assert proc.returncode is not None
+        return CommandResult(exit_status=proc.returncode, stdout=stdout, stderr=stderr)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,155 @@
+"""The ``ssh`` transport, over asyncssh. This is the only module that imports asyncssh.
+
+One connection per host is opened on first use and reused by every poll; a poll that finds it dropped opens
+it again once. Host keys are verified against ``known_hosts`` (asyncssh's default, ``~/.ssh/known_hosts``,
+when none is configured); only the explicit value ``"none"`` turns verification off. ``~/.ssh/config`` is
+honoured by asyncssh, ProxyJump included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from watcher.config import HostConfig
+from watcher.errors import (
+    AuthenticationFailed,
+    HostError,
+    HostKeyRejected,
+    HostTimeout,
+    HostUnreachable,
+)
+from watcher.transport.base import CommandResult
+
+
+class SSHTransport:
+    def __init__(self, host: HostConfig, *, connect_timeout: float, keepalive: float) -> None:
+        self._host = host
+        self._connect_timeout = connect_timeout
+        self._keepalive = keepalive
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def where(self) -> str:
+        port = f":{self._host.port}" if self._host.port else ""
+        return f"{self._host.destination}{port}"
+
+    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        reused = self._conn is not None and not self._conn.is_closed()
+        conn = await self._connection(timeout)
+        try:
+            return await self._run(conn, argv, deadline - loop.time())
+        except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError) as exc:
+            await self._drop()
+            if not reused:
+                raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
+        # The cached connection had died since the last poll (a reboot, a dropped link): one fresh try.
+        conn = await self._connection(max(deadline - loop.time(), 0.001))
+        try:
+            return await self._run(conn, argv, deadline - loop.time())
+        except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError) as exc:
+            await self._drop()
+            raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
+
+    async def close(self) -> None:
+        await self._drop()
+
+    async def _run(
+        self, conn: asyncssh.SSHClientConnection, argv: Sequence[str], timeout: float
+    ) -> CommandResult:
+        if timeout <= 0:
+            raise HostTimeout(f"{self.where}: no time left to run the command")
+        process = await conn.create_process(shlex.join(argv), encoding=None, stdin=asyncssh.DEVNULL)
+        try:
+            done = await process.wait(check=False, timeout=timeout)
+        except asyncssh.TimeoutError:
+            with contextlib.suppress(Exception):
+                process.send_signal("KILL")
+            process.close()
+            raise HostTimeout(f"{self.where}: command timed out after {timeout:.3g}s") from None
+        except asyncio.CancelledError:
+            process.close()
+            raise
+        stdout = done.stdout if isinstance(done.stdout, bytes) else b""
+        stderr = done.stderr if isinstance(done.stderr, bytes) else b""
+        status = done.exit_status if done.exit_status is not None else 255
+        return CommandResult(exit_status=status, stdout=stdout, stderr=stderr)
+
+    async def _connection(self, timeout: float) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            self._conn = None
+            try:
+                async with asyncio.timeout(min(timeout, self._connect_timeout)):
+                    self._conn = await asyncssh.connect(self._host.destination, **self._options())
+            except Exception as exc:
+                raise _translate(exc, self.where) from exc
+            return self._conn
+
+    def _options(self) -> dict[str, Any]:
+        host = self._host
+        options: dict[str, Any] = {
+            "connect_timeout": self._connect_timeout,
+            "login_timeout": self._connect_timeout,
+            "keepalive_interval": self._keepalive,
+            "keepalive_count_max": 3,
+        }
+        if host.port is not None:
+            options["port"] = host.port
+        if host.user is not None:
+            options["username"] = host.user
+        if host.identity_file is not None:
+            options["client_keys"] = [str(Path(host.identity_file).expanduser())]
+        if host.passphrase is not None:
+            options["passphrase"] = host.passphrase.get_secret_value()
+        if host.known_hosts is not None:
+            # Only the explicit word "none" disables verification; a missing file means no key is trusted.
+            known = host.known_hosts
+            options["known_hosts"] = None if known.lower() == "none" else str(Path(known).expanduser())
+        return options
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await conn.wait_closed()
+
+
+def _translate(exc: BaseException, where: str) -> HostError:
+    """Map asyncssh's and the socket layer's exceptions to the project's, with a one-line reason."""
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return HostKeyRejected(f"{where}: host key verification failed: {_reason(exc)}")
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return AuthenticationFailed(f"{where}: authentication failed: {_reason(exc)}")
+    if isinstance(exc, TimeoutError):
+        return HostTimeout(f"{where}: connect timed out")
+    if isinstance(exc, socket.gaierror):
+        return HostUnreachable(f"{where}: cannot resolve host name: {exc.strerror or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return HostUnreachable(f"{where}: connection refused")
+    if isinstance(exc, OSError):
+        return HostUnreachable(f"{where}: {exc.strerror or exc}")
+    if isinstance(exc, asyncssh.Error):
+        return HostUnreachable(f"{where}: ssh: {_reason(exc)}")
+    if isinstance(exc, ValueError):
+        # asyncssh raises ValueError for unreadable keys or known_hosts files.
+        return AuthenticationFailed(f"{where}: ssh configuration: {exc}")
+    return HostUnreachable(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return " ".join(str(reason).split())

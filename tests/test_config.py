@@ -58,7 +58,15 @@ def test_shipped_config_is_valid() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(300, 300.0), ("300", 300.0), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0), (2.5, 2.5)],
+    [
+        (300, 300.0),
+        ("300", 300.0),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        (2.5, 2.5),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -130,7 +138,10 @@ def test_cli_exits_2_with_one_line_per_problem(tmp_path: Path, content: str, exp
     path = tmp_path / "bad.toml"
     path.write_text(content)
     proc = subprocess.run(
-        [sys.executable, "-m", "watcher", "status", "-c", str(path)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "watcher", "status", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert expected in proc.stderr
@@ -141,6 +152,8 @@ def test_cli_exits_2_with_one_line_per_problem(tmp_path: Path, content: str, exp
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "watcher", "status", "-c", str(tmp_path / "nope.toml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2 and "file not found" in proc.stderr

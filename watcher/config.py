@@ -111,8 +111,10 @@ class HostConfig(_Section):
     pueue: str = Field("pueue", description="The pueue client on that host.")
     pueue_dir: str | None = Field(None, description="pueue's directory (state.json); default is pueue's.")
     groups: list[str] = Field(default_factory=lambda: ["*"], description="Globs of the groups to watch.")
-    compression: Literal["gzip", "zstd", "none"] = Field(
-        "gzip", description="How the state is compressed on the remote side before transfer."
+    compression: Literal["gzip", "zstd", "ssh", "none"] | None = Field(
+        None,
+        description="How the state travels: compressed on the host by gzip or zstd, by the SSH layer "
+        "('ssh'), or not at all. Default: gzip over ssh, none for the local transport.",
     )
     read_state_file: bool = Field(
         True, description="Read state.json directly (cheap) instead of asking the pueue daemon."
@@ -140,6 +142,12 @@ class HostConfig(_Section):
     @property
     def destination(self) -> str:
         return self.address or self.name
+
+    @property
+    def remote_compression(self) -> str:
+        """What the remote script compresses with ("ssh" compresses in the transport instead)."""
+        chosen = self.compression or ("none" if self.transport == "local" else "gzip")
+        return "none" if chosen == "ssh" else chosen
 
 
 class Settings(BaseSettings):

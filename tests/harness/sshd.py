@@ -1,8 +1,8 @@
 """Real OpenSSH sshd processes on loopback, each with its own host key, config and environment.
 
 Every server shares one client key and one known_hosts file (a line per server, as
-``[127.0.0.1]:PORT ssh-ed25519 …``). ``SetEnv`` in each server's config gives the sessions on that "host" their
-own environment, which is how one machine plays several workstations (each with its own pueue directory).
+``[127.0.0.1]:PORT ssh-ed25519 …``). ``SetEnv`` in each server's config gives the sessions on that
+"host" their own environment: that is how one machine plays several workstations, each with its own pueue.
 """
 
 from __future__ import annotations

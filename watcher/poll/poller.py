@@ -82,9 +82,7 @@ class HostPoller:
     async def _fetch(self) -> RemoteState:
         # Without a snapshot in memory an "unchanged" answer would be useless, so ask for the content.
         known = self._fingerprint if self._snapshot is not None else ""
-        argv = poll_argv(
-            self.host.pueue, self.host.pueue_dir, known, self.host.compression, self.host.read_state_file
-        )
+        argv = poll_argv(self.host, known)
         result = await self.transport.run(argv, timeout=self.timeout)
         return read_output(result.stdout, result.stderr, result.exit_status)
 

@@ -27,6 +27,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, PueueUnavailable
 
 MARKER = b"pueue-watcher-poll 1\n"
@@ -80,18 +81,11 @@ class RemoteState:
     wire_bytes: int  # bytes of stdout, as transferred
 
 
-def poll_argv(pueue: str, pueue_dir: str | None, known: str, compression: str, read_state: bool) -> list[str]:
-    return [
-        "sh",
-        "-c",
-        SCRIPT,
-        "pueue-watcher",
-        pueue,
-        pueue_dir or "",
-        known,
-        compression,
-        "1" if read_state else "0",
-    ]
+def poll_argv(host: HostConfig, known: str) -> list[str]:
+    """The command of one poll of ``host``; ``known`` is the fingerprint seen last time ("" for none)."""
+    read_state = "1" if host.read_state_file else "0"
+    return ["sh", "-c", SCRIPT, "pueue-watcher", host.pueue, host.pueue_dir or "", known,
+            host.remote_compression, read_state]  # fmt: skip
 
 
 _RC = re.compile(rb"pueue-watcher-rc (\d+)\s*$")

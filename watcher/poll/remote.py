@@ -72,7 +72,7 @@ class RemoteState:
     """What one poll learned, before the JSON is parsed."""
 
     kind: str  # "unchanged", "state" or "status"
-    payload: bytes  # decompressed JSON (empty when unchanged)
+    payload: bytes | memoryview  # decompressed JSON (empty when unchanged); a view avoids a copy
     fingerprint: str  # "size mtime inode" of the state file, "" when there is none
     state_file: str | None  # "state.json" or "state.json.gz"
     state_file_bytes: int | None
@@ -91,7 +91,7 @@ def poll_argv(host: HostConfig, known: str) -> list[str]:
 _RC = re.compile(rb"pueue-watcher-rc (\d+)\s*$")
 
 
-def read_output(stdout: bytes, stderr: bytes, exit_status: int) -> RemoteState:
+def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_status: int) -> RemoteState:
     """Split the header from the payload, decompress it, and turn pueue's failures into errors."""
     start = stdout.find(MARKER)
     if start < 0:
@@ -118,7 +118,7 @@ def read_output(stdout: bytes, stderr: bytes, exit_status: int) -> RemoteState:
     pueue_found = "nopueue" not in fields
     if kind == "status":
         _raise_for_pueue(stderr, pueue_found)
-    payload = b"" if kind == "unchanged" else _decompress(stdout[pos:], encoding)
+    payload = b"" if kind == "unchanged" else _decompress(memoryview(stdout)[pos:], encoding)
     return RemoteState(
         kind=kind,
         payload=payload,
@@ -131,7 +131,7 @@ def read_output(stdout: bytes, stderr: bytes, exit_status: int) -> RemoteState:
     )
 
 
-def _raise_for_pueue(stderr: bytes, pueue_found: bool) -> None:
+def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
     match = _RC.search(stderr)
     rc = int(match.group(1)) if match else None
     message = stderr[: match.start()] if match else stderr
@@ -142,7 +142,7 @@ def _raise_for_pueue(stderr: bytes, pueue_found: bool) -> None:
         raise PueueUnavailable(f"pueue status failed (exit {rc}): {detail}")
 
 
-def _decompress(data: bytes, encoding: str) -> bytes:
+def _decompress(data: memoryview, encoding: str) -> bytes | memoryview:
     try:
         if encoding == "gzip":
             return zlib.decompress(data, wbits=31)
@@ -157,7 +157,7 @@ def _decompress(data: bytes, encoding: str) -> bytes:
     return data
 
 
-def _first_line(data: bytes, limit: int = 200) -> str:
+def _first_line(data: bytes | bytearray, limit: int = 200) -> str:
     """The most telling line of an error stream: pueue prints 'Error: …' and then a cause chain."""
     lines = [" ".join(line.split()) for line in data.decode("utf-8", "replace").splitlines()]
     lines = [line for line in lines if line]

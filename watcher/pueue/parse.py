@@ -10,6 +10,7 @@ Every failure, whatever the input, is a :class:`~watcher.errors.PueueParseError`
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +20,30 @@ from watcher.errors import PueueParseError
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 
 
-class _Task(msgspec.Struct):
+class _Result(msgspec.Struct, gc=False):
+    """A result given as a one-key object: ``{"Failed": 1}`` or ``{"FailedToSpawn": "…"}``."""
+
+    Failed: int | msgspec.UnsetType = msgspec.UNSET
+    FailedToSpawn: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Body(msgspec.Struct, gc=False):
+    """The inner object of a status: v4 keeps times and ``result`` here; v3 ``{"Done": {"Failed": 1}}``
+    puts the result object itself here. Unknown keys (``previous_status``) are skipped."""
+
+    enqueued_at: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    result: str | _Result | msgspec.UnsetType = msgspec.UNSET
+    Failed: int | msgspec.UnsetType = msgspec.UNSET
+    FailedToSpawn: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Task(msgspec.Struct, gc=False):
     id: int
     created_at: datetime
     group: str
-    status: str | dict[str, Any]
+    status: str | dict[str, str | _Body]
     label: str | None = None
     # v3 only; v4 keeps these inside the status object. Absent ≠ null: absence tells v4.
     enqueued_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
@@ -52,32 +72,38 @@ class _RawTasks(msgspec.Struct):
 
 _raw_tasks_decoder = msgspec.json.Decoder(_RawTasks)
 _task_decoder = msgspec.json.Decoder(_Task)
-_TIMES = ("enqueued_at", "start", "end")
-_STATUS_NAMES = frozenset(s.value for s in Status)
-_RESULT_NAMES = frozenset(r.value for r in Result)
+_STATUS_BY_NAME = {s.value: s for s in Status}
+_RESULT_BY_NAME = {r.value: r for r in Result}
 
 
-def parse_status(data: bytes) -> Snapshot:
+def parse_status(data: bytes | bytearray | memoryview) -> Snapshot:
     """Parse ``pueue status --json`` output or a state file's content."""
     state = _decode(_state_decoder, data)
     tasks = []
     is_v3 = False
-    for key, raw in state.tasks.items():
-        try:
-            tasks.append(_task(raw))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise PueueParseError(f"task {_clip(key)}: {exc}") from None
-        is_v3 = is_v3 or raw.start is not msgspec.UNSET
+    # Tens of thousands of small objects: the cyclic GC would rescan them several times for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for key, raw in state.tasks.items():
+            try:
+                tasks.append(_task(raw))
+            except (ValueError, TypeError) as exc:
+                raise PueueParseError(f"task {_clip(key)}: {exc}") from None
+            is_v3 = is_v3 or raw.start is not msgspec.UNSET
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     fmt = ("v3" if is_v3 else "v4") if tasks else "unknown"
     return Snapshot(groups=_groups(state.groups), tasks=tuple(tasks), format=fmt)
 
 
-def parse_groups(data: bytes) -> dict[str, Group]:
+def parse_groups(data: bytes | bytearray | memoryview) -> dict[str, Group]:
     """Parse ``pueue group --json`` (the groups map, with no wrapper)."""
     return _groups(_decode(_groups_decoder, data))
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+def _decode(decoder: msgspec.json.Decoder[Any], data: bytes | bytearray | memoryview) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -92,7 +118,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
         raise PueueParseError(message) from None
 
 
-def _which_task(data: bytes, message: str) -> str:
+def _which_task(data: bytes | bytearray | memoryview, message: str) -> str:
     """msgspec does not name the map key of a failing task; find it (only on this error path)."""
     try:
         raw_tasks = _raw_tasks_decoder.decode(data).tasks
@@ -117,55 +143,57 @@ def _groups(raw: dict[str, _Group | str]) -> dict[str, Group]:
 
 
 def _task(raw: _Task) -> Task:
-    name, inner = _tag(raw.status, "status")
-    if name not in _STATUS_NAMES:
+    status_value = raw.status
+    body: str | _Body | None = None
+    if isinstance(status_value, str):
+        name = status_value
+    elif len(status_value) == 1:
+        ((name, body),) = status_value.items()
+    else:
+        raise ValueError("status is neither a name nor a one-key object")
+    status = _STATUS_BY_NAME.get(name)
+    if status is None:
         raise ValueError(f"unknown status {_clip(name)!r}")
-    status = Status(name)
-    times: dict[str, datetime | None] = {
-        field: value for field in _TIMES if isinstance(value := getattr(raw, field), datetime | None)
-    }
+    enqueued_at, start, end = raw.enqueued_at, raw.start, raw.end  # v3
+    if start is msgspec.UNSET and isinstance(body, _Body) and status is not Status.LOCKED:
+        # v4 (a Locked body holds previous_status instead)
+        enqueued_at, start, end = body.enqueued_at, body.start, body.end
     result = exit_code = None
-    if isinstance(inner, dict) and status is not Status.LOCKED:
-        times.update({f: _time(inner[f]) for f in _TIMES if f in inner})
     if status is Status.DONE:
-        # v4: {"Done": {"result": R, ...}}; v3: {"Done": R}.
-        outcome = inner["result"] if isinstance(inner, dict) and "result" in inner else inner
-        result_name, detail = _tag(outcome, "result")
-        if result_name not in _RESULT_NAMES:
-            raise ValueError(f"unknown result {_clip(result_name)!r}")
-        result = Result(result_name)
-        if result is Result.FAILED:
-            if not isinstance(detail, int) or isinstance(detail, bool):
-                raise ValueError("Failed result without an integer exit code")
-            exit_code = detail
+        result, exit_code = _result(body)
+    elif isinstance(body, str):
+        raise ValueError(f"status {name} holds a bare string")
     return Task(
-        id=raw.id,
-        created_at=raw.created_at,
-        group=raw.group,
-        label=raw.label,
-        status=status,
-        result=result,
-        exit_code=exit_code,
-        **times,
+        raw.id,
+        raw.created_at,
+        raw.group,
+        raw.label,
+        status,
+        result,
+        exit_code,
+        None if enqueued_at is msgspec.UNSET else enqueued_at,
+        None if start is msgspec.UNSET else start,
+        None if end is msgspec.UNSET else end,
     )
 
 
-def _tag(value: object, what: str) -> tuple[str, object]:
-    """Split an externally tagged serde enum: ``"Name"`` or ``{"Name": inner}``."""
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, dict) and len(value) == 1:
-        ((name, inner),) = value.items()
-        return str(name), inner
-    raise ValueError(f"{what} is neither a name nor a one-key object")
-
-
-def _time(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"timestamp is not a string: {_clip(repr(value))}")
-    return datetime.fromisoformat(value)
+def _result(body: str | _Body | None) -> tuple[Result, int | None]:
+    """v3: ``{"Done": "Success"}`` / ``{"Done": {"Failed": 1}}``; v4: ``{"Done": {"result": …}}``."""
+    outcome: str | _Result | _Body | None = body
+    if isinstance(body, _Body) and body.result is not msgspec.UNSET:
+        outcome = body.result
+    if isinstance(outcome, str):
+        result = _RESULT_BY_NAME.get(outcome)
+        if result is None or result in (Result.FAILED, Result.FAILED_TO_SPAWN):
+            raise ValueError(f"unknown result {_clip(outcome)!r}")
+        return result, None
+    if outcome is None:
+        raise ValueError("Done without a result")
+    if outcome.Failed is not msgspec.UNSET and outcome.FailedToSpawn is msgspec.UNSET:
+        return Result.FAILED, outcome.Failed
+    if outcome.FailedToSpawn is not msgspec.UNSET and outcome.Failed is msgspec.UNSET:
+        return Result.FAILED_TO_SPAWN, None
+    raise ValueError("Done holds an unknown result")
 
 
 def _clip(text: str, limit: int = 80) -> str:

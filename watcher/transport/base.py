@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+CHUNK = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     exit_status: int
-    stdout: bytes
-    stderr: bytes
+    # A bytearray grown in place: a 76 MB answer is never held twice (see read_stream).
+    stdout: bytes | bytearray
+    stderr: bytes | bytearray
 
 
 class Transport(Protocol):
@@ -29,3 +32,16 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Release the connection, if any. Safe to call twice."""
         ...
+
+
+class _ByteStream(Protocol):
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+
+async def read_stream(stream: _ByteStream) -> bytearray:
+    """Read to EOF into one growing buffer. Joining a list of chunks at the end would need the whole answer
+    twice in memory; a bytearray grows in place (glibc moves large blocks with mremap, without copying)."""
+    buffer = bytearray()
+    while chunk := await stream.read(CHUNK):
+        buffer += chunk
+    return buffer

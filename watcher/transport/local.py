@@ -9,7 +9,7 @@ import signal
 from collections.abc import Sequence
 
 from watcher.errors import HostTimeout, HostUnreachable
-from watcher.transport.base import CommandResult
+from watcher.transport.base import CommandResult, read_stream
 
 
 class LocalTransport:
@@ -26,8 +26,12 @@ class LocalTransport:
             )
         except OSError as exc:
             raise HostUnreachable(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+            async with asyncio.timeout(timeout):
+                stdout, stderr = await asyncio.gather(read_stream(proc.stdout), read_stream(proc.stderr))
+                await proc.wait()
         except (TimeoutError, asyncio.CancelledError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

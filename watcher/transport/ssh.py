@@ -26,7 +26,7 @@ from watcher.errors import (
     HostTimeout,
     HostUnreachable,
 )
-from watcher.transport.base import CommandResult
+from watcher.transport.base import CommandResult, read_stream
 
 
 class SSHTransport:
@@ -71,8 +71,12 @@ class SSHTransport:
             raise HostTimeout(f"{self.where}: no time left to run the command")
         process = await conn.create_process(shlex.join(argv), encoding=None, stdin=asyncssh.DEVNULL)
         try:
-            done = await process.wait(check=False, timeout=timeout)
-        except asyncssh.TimeoutError:
+            async with asyncio.timeout(timeout):
+                stdout, stderr = await asyncio.gather(
+                    read_stream(process.stdout), read_stream(process.stderr)
+                )
+                done = await process.wait(check=False)
+        except TimeoutError:
             with contextlib.suppress(Exception):
                 process.send_signal("KILL")
             process.close()
@@ -80,8 +84,6 @@ class SSHTransport:
         except asyncio.CancelledError:
             process.close()
             raise
-        stdout = done.stdout if isinstance(done.stdout, bytes) else b""
-        stderr = done.stderr if isinstance(done.stderr, bytes) else b""
         status = done.exit_status if done.exit_status is not None else 255
         return CommandResult(exit_status=status, stdout=stdout, stderr=stderr)
 

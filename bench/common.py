@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import subprocess
-import time
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -31,19 +31,43 @@ class Run:
         return data
 
 
+# Linux carries a process's peak RSS across fork and exec: a child forked from this (large) Python process
+# would report our peak as its own. So a tiny launcher does the fork, and reports the child's wait4() figures
+# (peak RSS of the child and its waited-for descendants, CPU time, wall time) on file descriptor 3.
+_LAUNCHER = """
+import os, sys, time
+report = int(sys.argv[1])
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t
+code = os.waitstatus_to_exitcode(status)
+os.write(report, f"{code} {wall} {ru.ru_utime + ru.ru_stime} {ru.ru_maxrss}".encode())
+"""
+
+
 def measure(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Run:
-    """Run ``argv`` once; wait4() gives the child's own peak RSS (its waited-for children included)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, cwd=cwd)
+    """Run ``argv`` once and return its wall time, CPU time and peak RSS."""
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", _LAUNCHER, str(write_end), *argv],
+            stdout=subprocess.PIPE, env=env, cwd=cwd, pass_fds=(write_end,),
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
     stdout = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
+    with os.fdopen(read_end, "rb") as report:
+        code, wall, cpu, rss_kb = report.read().split()
     return Run(
-        wall_seconds=wall,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
-        returncode=proc.returncode,
+        wall_seconds=float(wall),
+        cpu_seconds=float(cpu),
+        peak_rss_bytes=int(rss_kb) * 1024,
+        returncode=int(code),
         stdout=stdout,
     )
 

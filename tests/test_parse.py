@@ -63,7 +63,7 @@ def test_v3_and_v4_describe_the_same_instants(fixtures_dir: Path) -> None:
     v3 = parse_status((fixtures_dir / "v3_status.json").read_bytes())
     v4 = parse_status((fixtures_dir / "v4_status.json").read_bytes())
     assert [t.state for t in v3.tasks] == [t.state for t in v4.tasks]
-    assert all(t.enqueued_at is not None for t in v4.tasks if t.status is Status.DONE)
+    assert all(t.start is not None for t in v4.tasks if t.status is Status.DONE)
 
 
 @pytest.mark.parametrize("version", ["v3", "v4"])

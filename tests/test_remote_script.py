@@ -32,7 +32,8 @@ def pueue_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
 
 
 def host_for(directory: Path, **extra: object) -> HostConfig:
-    return HostConfig.model_validate({"name": "h", "transport": "local", "pueue": "/nonexistent/pueue",
+    # The script runs here either way; "ssh" makes it send the state through the pipe, as it would remotely.
+    return HostConfig.model_validate({"name": "h", "transport": "ssh", "pueue": "/nonexistent/pueue",
                                       "pueue_dir": str(directory), **extra})  # fmt: skip
 
 
@@ -42,14 +43,14 @@ def test_reads_the_state_file_then_skips_it_when_unchanged(pueue_dir: Path) -> N
     first = run_script(host)
     state = read_output(first.stdout, first.stderr, first.returncode)
     assert state.kind == "state"
-    assert state.payload == (pueue_dir / "state.json").read_bytes()
+    assert bytes(state.payload()) == (pueue_dir / "state.json").read_bytes()
     assert state.state_file_bytes == (pueue_dir / "state.json").stat().st_size
     assert state.daemon_up
     assert not state.pueue_found
     second = run_script(host, state.fingerprint)
     again = read_output(second.stdout, second.stderr, second.returncode)
     assert again.kind == "unchanged"
-    assert again.payload == b""
+    assert again.body == b""
     assert len(second.stdout) < 200
 
 
@@ -63,6 +64,15 @@ def test_an_atomic_rewrite_changes_the_fingerprint(pueue_dir: Path) -> None:
     assert read_output(*_out(run_script(host, first.fingerprint))).kind == "state"
 
 
+def test_local_transport_reads_the_file_itself(pueue_dir: Path) -> None:
+    """On the watcher's own machine the script only names the file: no 76 MB through a pipe."""
+    proc = run_script(host_for(pueue_dir, transport="local"))
+    state = read_output(*_out(proc))
+    assert state.kind == "handoff"
+    assert len(proc.stdout) < 300
+    assert bytes(state.payload()) == (pueue_dir / "state.json").read_bytes()
+
+
 def test_prefers_the_newer_compressed_state(pueue_dir: Path) -> None:
     """v4 with compress_state_file writes state.json.gz; an old state.json may stay behind."""
     old = pueue_dir / "state.json"
@@ -70,13 +80,13 @@ def test_prefers_the_newer_compressed_state(pueue_dir: Path) -> None:
     (pueue_dir / "state.json.gz").write_bytes(gzip.compress(b'{"tasks": {}, "groups": {}}'))
     state = read_output(*_out(run_script(host_for(pueue_dir))))
     assert state.state_file == "state.json.gz"
-    assert state.payload == b'{"tasks": {}, "groups": {}}'
+    assert bytes(state.payload()) == b'{"tasks": {}, "groups": {}}'
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_each_compression_round_trips(pueue_dir: Path, compression: str) -> None:
     state = read_output(*_out(run_script(host_for(pueue_dir, compression=compression))))
-    assert state.payload == (pueue_dir / "state.json").read_bytes()
+    assert bytes(state.payload()) == (pueue_dir / "state.json").read_bytes()
 
 
 def test_dead_daemon_falls_back_to_pueue_status(pueue_dir: Path, tmp_path: Path) -> None:
@@ -86,7 +96,9 @@ def test_dead_daemon_falls_back_to_pueue_status(pueue_dir: Path, tmp_path: Path)
     fake.write_text("#!/bin/sh\necho 'Error: Failed to connect to the daemon. Is it running?' >&2\nexit 1\n")
     fake.chmod(0o755)
     proc = run_script(host_for(pueue_dir, pueue=str(fake)))
-    with pytest.raises(PueueUnavailable, match=r"pueue status failed \(exit 1\): Error: Failed to connect"):
+    with pytest.raises(
+        PueueUnavailable, match=r"pueue status failed \(exit 1\): Failed to connect to the daemon"
+    ):
         read_output(*_out(proc))
 
 
@@ -117,7 +129,7 @@ def test_noise_before_the_marker_is_ignored() -> None:
 )
 def test_unreadable_output_is_a_clear_error(out: bytes) -> None:
     with pytest.raises(BadPollOutput):
-        read_output(out, b"sh: 1: something odd\n", 2)
+        read_output(out, b"sh: 1: something odd\n", 2).payload()
 
 
 def _out(proc: subprocess.CompletedProcess[bytes]) -> tuple[bytes, bytes, int]:

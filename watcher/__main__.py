@@ -1,7 +1,5 @@
 """``python -m watcher`` is the same as ``pueue-watcher``."""
 
-import sys
+from watcher.cli import entry
 
-from watcher.cli import main
-
-sys.exit(main())
+entry()

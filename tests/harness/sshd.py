@@ -83,7 +83,8 @@ class SSHServer:
         if os.getuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         config = self.root / "sshd_config"
-        setenv = " ".join(f"{k}={v}" for k, v in self.env.items())
+        # sshd splits its options like a shell: double quotes keep spaces and single quotes literal.
+        setenv = " ".join(f'"{k}={v}"' for k, v in self.env.items())
         config.write_text(
             "\n".join(
                 [

@@ -15,9 +15,13 @@ from watcher.pueue.model import Snapshot
 from watcher.pueue.parse import parse_status
 from watcher.transport import Transport
 
-# Payloads larger than this are decompressed and parsed in a worker thread, so that one large host does not
-# stall the event loop (and with it every other host's poll and the metrics endpoint).
+# Payloads larger than this (and local state files) are decompressed and parsed in a worker thread, so
+# that one large host does not stall the event loop, and with it every other host and the metrics endpoint.
 _THREAD_THRESHOLD = 256 * 1024
+
+
+def _parse(remote: RemoteState) -> Snapshot:
+    return parse_status(remote.payload())
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +93,13 @@ class HostPoller:
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
         if remote.kind == "unchanged" and self._snapshot is not None:
             return self._snapshot
-        if len(remote.payload) > _THREAD_THRESHOLD:
-            parsed = await asyncio.to_thread(parse_status, remote.payload)
+        if remote.kind == "handoff" or len(remote.body) > _THREAD_THRESHOLD:
+            parsed = await asyncio.to_thread(_parse, remote)
         else:
-            parsed = parse_status(remote.payload)
+            parsed = _parse(remote)
         snapshot = self._watched(parsed)
         # Only a state-file read can be skipped next time; `pueue status` output has no fingerprint.
-        self._fingerprint = remote.fingerprint if remote.kind == "state" else ""
+        self._fingerprint = remote.fingerprint if remote.kind in ("state", "handoff") else ""
         self._snapshot = snapshot
         return snapshot
 

@@ -13,6 +13,7 @@ The script prints a header of short text lines, then the payload:
     file state.json 812345 1732780000.123456789 6029313     size, mtime, inode of the state file
     daemon up|down                   pueue.pid names a live process
     unchanged                        (last) the fingerprint equals KNOWN: no payload at all
+    handoff /path/to/state.json      (last, local transport only) read the file directly: no pipe
     state gzip|zstd|none             (last) the state file follows, compressed so
     status gzip|zstd|none            (last) ``pueue status --json`` follows; its exit code is on stderr
 
@@ -23,6 +24,8 @@ alive, so that a stopped daemon is reported as such (through ``pueue status``'s 
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -33,8 +36,9 @@ from watcher.errors import BadPollOutput, PueueUnavailable
 MARKER = b"pueue-watcher-poll 1\n"
 
 # Kept compact: it is sent on every poll. $1 pueue, $2 pueue dir ('' = pueue's default), $3 the fingerprint
-# seen last time, $4 compression, $5 1 to allow reading the state file.
-SCRIPT = r"""p=$1 d=$2 k=$3 c=$4 r=$5
+# seen last time, $4 compression, $5 1 to allow reading the state file, $6 1 when the watcher runs on the
+# same machine (local transport) and can read the file itself instead of through a pipe.
+SCRIPT = r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
 case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
 echo pueue-watcher-poll 1
@@ -59,6 +63,7 @@ gzip) z="gzip -1 -c";;
 esac
 if [ "$r" = 1 ] && [ -n "$s" ] && [ $u = up ]; then
 if [ "$s" = "$k" ]; then echo unchanged; exit 0; fi
+if [ "$h" = 1 ]; then echo "handoff $f"; exit 0; fi
 case $f in *.gz) echo "state gzip"; exec cat "$f";; esac
 echo "state $c"; exec $z <"$f"
 fi
@@ -71,8 +76,9 @@ echo "status $c"
 class RemoteState:
     """What one poll learned, before the JSON is parsed."""
 
-    kind: str  # "unchanged", "state" or "status"
-    payload: bytes | memoryview  # decompressed JSON (empty when unchanged); a view avoids a copy
+    kind: str  # "unchanged", "state", "handoff" or "status"
+    body: memoryview  # the payload as transferred (a view: no copy); for "handoff", the file's path
+    encoding: str  # "gzip", "zstd" or "none"
     fingerprint: str  # "size mtime inode" of the state file, "" when there is none
     state_file: str | None  # "state.json" or "state.json.gz"
     state_file_bytes: int | None
@@ -80,12 +86,20 @@ class RemoteState:
     pueue_found: bool
     wire_bytes: int  # bytes of stdout, as transferred
 
+    def payload(self) -> bytes | memoryview:
+        """The JSON document: decompressed, or read from the local file. CPU-heavy for a large state, so
+        the poller calls it from a worker thread."""
+        if self.kind == "handoff":
+            return read_local_state(bytes(self.body).decode())
+        return _decompress(self.body, self.encoding)
+
 
 def poll_argv(host: HostConfig, known: str) -> list[str]:
     """The command of one poll of ``host``; ``known`` is the fingerprint seen last time ("" for none)."""
     read_state = "1" if host.read_state_file else "0"
+    handoff = "1" if host.transport == "local" else "0"
     return ["sh", "-c", SCRIPT, "pueue-watcher", host.pueue, host.pueue_dir or "", known,
-            host.remote_compression, read_state]  # fmt: skip
+            host.remote_compression, read_state, handoff]  # fmt: skip
 
 
 _RC = re.compile(rb"pueue-watcher-rc (\d+)\s*$")
@@ -105,10 +119,10 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
             raise BadPollOutput(f"the poll output ends early (exit {exit_status}): {_first_line(stderr)}")
         word, *rest = stdout[pos:end].decode("utf-8", "replace").split(" ")
         pos = end + 1
-        if word in ("unchanged", "state", "status"):
+        if word in ("unchanged", "state", "status", "handoff"):
             kind = word
         fields[word] = rest
-    encoding = fields[kind][0] if fields[kind] else "none"
+    encoding = fields[kind][0] if fields[kind] and kind != "handoff" else "none"
     file_fields = fields.get("file", [])
     state_file, fingerprint, size = None, "", None
     if file_fields:
@@ -118,10 +132,12 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
     pueue_found = "nopueue" not in fields
     if kind == "status":
         _raise_for_pueue(stderr, pueue_found)
-    payload = b"" if kind == "unchanged" else _decompress(memoryview(stdout)[pos:], encoding)
+    handoff_path = " ".join(fields.get("handoff", [])).encode()
+    body = memoryview(handoff_path) if kind == "handoff" else memoryview(stdout)[pos:]
     return RemoteState(
         kind=kind,
-        payload=payload,
+        body=body,
+        encoding=encoding,
         fingerprint=fingerprint,
         state_file=state_file,
         state_file_bytes=size,
@@ -129,6 +145,23 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
         pueue_found=pueue_found,
         wire_bytes=len(stdout),
     )
+
+
+def read_local_state(path: str) -> bytes | memoryview:
+    """The state file itself, on this machine (the ``handoff`` answer of the local transport).
+
+    A plain file is mapped rather than read: the parser works on the page cache directly, without a 76 MB
+    copy. pueue replaces the file by rename, so the mapped inode never changes under us."""
+    try:
+        with open(path, "rb") as handle:
+            if path.endswith(".gz"):
+                return zlib.decompress(handle.read(), wbits=31)
+            if os.fstat(handle.fileno()).st_size == 0:
+                return b""
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            return memoryview(mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ))
+    except (OSError, zlib.error) as exc:
+        raise BadPollOutput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
@@ -157,12 +190,20 @@ def _decompress(data: memoryview, encoding: str) -> bytes | memoryview:
     return data
 
 
-def _first_line(data: bytes | bytearray, limit: int = 200) -> str:
-    """The most telling line of an error stream: pueue prints 'Error: …' and then a cause chain."""
-    lines = [" ".join(line.split()) for line in data.decode("utf-8", "replace").splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        return ""
-    text = " / ".join(lines[:3])
-    text = "".join(ch for ch in text if ch.isprintable())
-    return text if len(text) <= limit else text[:limit] + "…"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_CHAIN_NUMBER = re.compile(r"^\d+:\s*")
+
+
+def _first_line(data: bytes | bytearray, limit: int = 300) -> str:
+    """Pueue's error as one line. pueue prints an anyhow (v3) or color-eyre (v4, coloured) cause chain:
+    ``Error: A`` / ``Caused by:`` / ``0: B`` / ``1: C`` … then, in v4, ``Location:`` and backtrace hints."""
+    parts = []
+    for raw in _ANSI.sub("", data.decode("utf-8", "replace")).splitlines():
+        line = " ".join(raw.split())
+        if line.startswith(("Location:", "Backtrace omitted", "Run with RUST_BACKTRACE")):
+            break
+        line = _CHAIN_NUMBER.sub("", line.removeprefix("Error:").strip())
+        if line and line != "Caused by:":
+            parts.append(line.rstrip(":").removesuffix("."))
+    text = "".join(ch for ch in ": ".join(parts) if ch.isprintable())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

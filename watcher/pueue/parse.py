@@ -2,7 +2,9 @@
 
 The wire shapes are described in ``shared/fixtures/pueue/README.md``. The decoder is msgspec with typed
 structs: fields that are not declared (``envs``, ``command``, ``path`` …) are skipped by the tokenizer without
-building Python objects, which is what keeps a 76 MB state file cheap to read. Unknown fields are tolerated.
+building Python objects, which is what keeps a 76 MB state file cheap to read. Status and result names decode
+straight into enum singletons, and a status object into a small struct with one field per variant, so that
+the intermediate objects stay small (a state of 53,000 tasks: bench/status_large.py).
 
 Every failure, whatever the input, is a :class:`~watcher.errors.PueueParseError` whose message names the task
 (``task 12: …``) or the byte offset.
@@ -15,40 +17,49 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from watcher.errors import PueueParseError
-from watcher.pueue.model import Group, Result, Snapshot, Status, Task
+from watcher.pueue.model import BytesLike, Group, Result, Snapshot, Status, Task
 
 
-class _Result(msgspec.Struct, gc=False):
+class _ResultObject(msgspec.Struct, gc=False):
     """A result given as a one-key object: ``{"Failed": 1}`` or ``{"FailedToSpawn": "…"}``."""
 
-    Failed: int | msgspec.UnsetType = msgspec.UNSET
-    FailedToSpawn: str | msgspec.UnsetType = msgspec.UNSET
+    Failed: int | UnsetType = UNSET
+    FailedToSpawn: str | UnsetType = UNSET
 
 
-class _Body(msgspec.Struct, gc=False):
-    """The inner object of a status: v4 keeps times and ``result`` here; v3 ``{"Done": {"Failed": 1}}``
-    puts the result object itself here. Unknown keys (``previous_status``) are skipped."""
+class _Body(_ResultObject, gc=False):
+    """The inner object of a status. v4 keeps the times and ``result`` here; v3's ``{"Done": {"Failed": 1}}``
+    puts the result object itself here (hence the inherited fields). Unknown keys (``previous_status``,
+    ``enqueued_at``) are skipped."""
 
-    enqueued_at: datetime | None = None
     start: datetime | None = None
     end: datetime | None = None
-    result: str | _Result | msgspec.UnsetType = msgspec.UNSET
-    Failed: int | msgspec.UnsetType = msgspec.UNSET
-    FailedToSpawn: str | msgspec.UnsetType = msgspec.UNSET
+    result: Result | _ResultObject | UnsetType = UNSET
+
+
+class _StatusObject(msgspec.Struct, gc=False):
+    """``{"Variant": body}``: one field per variant of pueue's externally tagged ``TaskStatus``."""
+
+    Queued: _Body | UnsetType = UNSET
+    Stashed: _Body | UnsetType = UNSET
+    Running: _Body | UnsetType = UNSET
+    Paused: _Body | UnsetType = UNSET
+    Locked: _Body | UnsetType = UNSET
+    Done: Result | _Body | UnsetType = UNSET
 
 
 class _Task(msgspec.Struct, gc=False):
     id: int
     created_at: datetime
     group: str
-    status: str | dict[str, str | _Body]
+    status: Status | _StatusObject
     label: str | None = None
     # v3 only; v4 keeps these inside the status object. Absent ≠ null: absence tells v4.
-    enqueued_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
-    start: datetime | msgspec.UnsetType | None = msgspec.UNSET
-    end: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    start: datetime | UnsetType | None = UNSET
+    end: datetime | UnsetType | None = UNSET
 
 
 class _Group(msgspec.Struct):
@@ -62,21 +73,22 @@ class _State(msgspec.Struct):
     groups: dict[str, _Group | str]
 
 
-_state_decoder = msgspec.json.Decoder(_State)
-_groups_decoder = msgspec.json.Decoder(dict[str, _Group | str])
-
-
 class _RawTasks(msgspec.Struct):
     tasks: dict[str, msgspec.Raw]
 
 
+class _RawStatus(msgspec.Struct):
+    status: Any
+
+
+_state_decoder = msgspec.json.Decoder(_State)
+_groups_decoder = msgspec.json.Decoder(dict[str, _Group | str])
 _raw_tasks_decoder = msgspec.json.Decoder(_RawTasks)
 _task_decoder = msgspec.json.Decoder(_Task)
-_STATUS_BY_NAME = {s.value: s for s in Status}
-_RESULT_BY_NAME = {r.value: r for r in Result}
+_raw_status_decoder = msgspec.json.Decoder(_RawStatus)
 
 
-def parse_status(data: bytes | bytearray | memoryview) -> Snapshot:
+def parse_status(data: BytesLike) -> Snapshot:
     """Parse ``pueue status --json`` output or a state file's content."""
     state = _decode(_state_decoder, data)
     tasks = []
@@ -88,9 +100,9 @@ def parse_status(data: bytes | bytearray | memoryview) -> Snapshot:
         for key, raw in state.tasks.items():
             try:
                 tasks.append(_task(raw))
-            except (ValueError, TypeError) as exc:
-                raise PueueParseError(f"task {_clip(key)}: {exc}") from None
-            is_v3 = is_v3 or raw.start is not msgspec.UNSET
+            except ValueError as exc:
+                raise PueueParseError(f"task {_clip(key)}: {_explain(exc, data, key)}") from None
+            is_v3 = is_v3 or raw.start is not UNSET
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -98,12 +110,12 @@ def parse_status(data: bytes | bytearray | memoryview) -> Snapshot:
     return Snapshot(groups=_groups(state.groups), tasks=tuple(tasks), format=fmt)
 
 
-def parse_groups(data: bytes | bytearray | memoryview) -> dict[str, Group]:
+def parse_groups(data: BytesLike) -> dict[str, Group]:
     """Parse ``pueue group --json`` (the groups map, with no wrapper)."""
     return _groups(_decode(_groups_decoder, data))
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], data: bytes | bytearray | memoryview) -> Any:
+def _decode(decoder: msgspec.json.Decoder[Any], data: BytesLike) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -114,11 +126,11 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: bytes | bytearray | memory
     except msgspec.DecodeError as exc:
         message = str(exc)
         if "truncated" in message:
-            message = f"pueue JSON is truncated at byte {len(data)}"
+            message = f"pueue JSON is truncated at byte {len(memoryview(data))}"
         raise PueueParseError(message) from None
 
 
-def _which_task(data: bytes | bytearray | memoryview, message: str) -> str:
+def _which_task(data: BytesLike, message: str) -> str:
     """msgspec does not name the map key of a failing task; find it (only on this error path)."""
     try:
         raw_tasks = _raw_tasks_decoder.decode(data).tasks
@@ -128,8 +140,31 @@ def _which_task(data: bytes | bytearray | memoryview, message: str) -> str:
         try:
             _task_decoder.decode(raw)
         except msgspec.ValidationError as exc:
-            return f"task {_clip(key)}: {exc}"
+            return f"task {_clip(key)}: {_friendly(str(exc))}"
     return f"unexpected pueue JSON: {message}"
+
+
+def _friendly(message: str) -> str:
+    if message.startswith("Invalid enum value") and message.endswith("`$.status`"):
+        return "unknown status " + message.removeprefix("Invalid enum value ").split(" - at")[0]
+    if message.startswith("Invalid enum value") and "Done" in message:
+        return "unknown result " + message.removeprefix("Invalid enum value ").split(" - at")[0]
+    return message
+
+
+class _UnknownVariant(ValueError):
+    """The status object names no variant that pueue has: the caller looks the name up for the message."""
+
+
+def _explain(exc: ValueError, data: BytesLike, key: str) -> str:
+    if not isinstance(exc, _UnknownVariant):
+        return str(exc)
+    try:
+        raw = _raw_tasks_decoder.decode(data).tasks[key]
+        names = list(_raw_status_decoder.decode(raw).status)
+    except (msgspec.MsgspecError, KeyError, TypeError):
+        return str(exc)
+    return f"unknown status {_clip(', '.join(map(str, names)))!r}"
 
 
 def _groups(raw: dict[str, _Group | str]) -> dict[str, Group]:
@@ -143,26 +178,19 @@ def _groups(raw: dict[str, _Group | str]) -> dict[str, Group]:
 
 
 def _task(raw: _Task) -> Task:
-    status_value = raw.status
-    body: str | _Body | None = None
-    if isinstance(status_value, str):
-        name = status_value
-    elif len(status_value) == 1:
-        ((name, body),) = status_value.items()
+    value = raw.status
+    start, end = raw.start, raw.end  # v3 keeps the times on the task
+    done: Result | _Body | UnsetType = UNSET
+    if isinstance(value, Status):
+        status = value
+        if status is Status.DONE:
+            raise ValueError("Done without a result")
     else:
-        raise ValueError("status is neither a name nor a one-key object")
-    status = _STATUS_BY_NAME.get(name)
-    if status is None:
-        raise ValueError(f"unknown status {_clip(name)!r}")
-    enqueued_at, start, end = raw.enqueued_at, raw.start, raw.end  # v3
-    if start is msgspec.UNSET and isinstance(body, _Body) and status is not Status.LOCKED:
-        # v4 (a Locked body holds previous_status instead)
-        enqueued_at, start, end = body.enqueued_at, body.start, body.end
-    result = exit_code = None
-    if status is Status.DONE:
-        result, exit_code = _result(body)
-    elif isinstance(body, str):
-        raise ValueError(f"status {name} holds a bare string")
+        status, body = _variant(value)
+        if isinstance(body, _Body) and start is UNSET and status is not Status.LOCKED:
+            start, end = body.start, body.end  # v4 (a Locked body holds previous_status instead)
+        done = value.Done
+    result, exit_code = _result(done) if status is Status.DONE else (None, None)
     return Task(
         raw.id,
         raw.created_at,
@@ -171,28 +199,41 @@ def _task(raw: _Task) -> Task:
         status,
         result,
         exit_code,
-        None if enqueued_at is msgspec.UNSET else enqueued_at,
-        None if start is msgspec.UNSET else start,
-        None if end is msgspec.UNSET else end,
+        None if start is UNSET else start,
+        None if end is UNSET else end,
     )
 
 
-def _result(body: str | _Body | None) -> tuple[Result, int | None]:
+def _variant(value: _StatusObject) -> tuple[Status, Result | _Body]:
+    """serde writes exactly one key; the first variant present wins (Done first: most tasks are done)."""
+    if value.Done is not UNSET:
+        return Status.DONE, value.Done
+    for status, body in (
+        (Status.RUNNING, value.Running),
+        (Status.QUEUED, value.Queued),
+        (Status.STASHED, value.Stashed),
+        (Status.PAUSED, value.Paused),
+        (Status.LOCKED, value.Locked),
+    ):
+        if body is not UNSET:
+            return status, body
+    raise _UnknownVariant("status is neither a name nor a one-key object")
+
+
+def _result(done: Result | _Body | UnsetType) -> tuple[Result, int | None]:
     """v3: ``{"Done": "Success"}`` / ``{"Done": {"Failed": 1}}``; v4: ``{"Done": {"result": …}}``."""
-    outcome: str | _Result | _Body | None = body
-    if isinstance(body, _Body) and body.result is not msgspec.UNSET:
-        outcome = body.result
-    if isinstance(outcome, str):
-        result = _RESULT_BY_NAME.get(outcome)
-        if result is None or result in (Result.FAILED, Result.FAILED_TO_SPAWN):
-            raise ValueError(f"unknown result {_clip(outcome)!r}")
-        return result, None
-    if outcome is None:
-        raise ValueError("Done without a result")
-    if outcome.Failed is not msgspec.UNSET and outcome.FailedToSpawn is msgspec.UNSET:
-        return Result.FAILED, outcome.Failed
-    if outcome.FailedToSpawn is not msgspec.UNSET and outcome.Failed is msgspec.UNSET:
-        return Result.FAILED_TO_SPAWN, None
+    outcome: Result | _ResultObject | UnsetType = done
+    if isinstance(done, _Body) and done.result is not UNSET:
+        outcome = done.result
+    if isinstance(outcome, Result):
+        if outcome in (Result.FAILED, Result.FAILED_TO_SPAWN):
+            raise ValueError(f"result {outcome.value} without its detail")
+        return outcome, None
+    if isinstance(outcome, _ResultObject):
+        if outcome.Failed is not UNSET and outcome.FailedToSpawn is UNSET:
+            return Result.FAILED, outcome.Failed
+        if outcome.FailedToSpawn is not UNSET and outcome.Failed is UNSET:
+            return Result.FAILED_TO_SPAWN, None
     raise ValueError("Done holds an unknown result")
 
 

@@ -65,12 +65,12 @@ def run() -> dict[str, Any]:
             f'[[hosts]]\nname = "large"\ntransport = "local"\npueue = "pueue"\npueue_dir = "{directory}"\n'
         )
         watcher = [sys.executable, "-m", "watcher", "status", "--json", "-c", str(config)]
-        ours = best_of(3, watcher)
+        ours = best_of(5, watcher)
         assert ours.returncode == 0, ours.stdout[:500]
         document = json.loads(ours.stdout)
         groups = document["hosts"][0]["groups"]
         names = [g["name"] for g in groups]
-        base = best_of(2, ["sh", "-c", baseline_script(state, names)])
+        base = best_of(3, ["sh", "-c", baseline_script(state, names)])
         assert base.returncode == 0
     finally:
         daemon.kill()

@@ -28,7 +28,7 @@ def test_progress_of_the_fixture(fixtures_dir: Path) -> None:
 def _task(i: int, end: datetime | None, status: Status = Status.DONE) -> Task:
     from watcher.pueue.model import Result
 
-    return Task(
+    return Task.of(
         i, NOW - timedelta(days=1), "g", None, status, Result.SUCCESS if end else None, None, None, end
     )
 

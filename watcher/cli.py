@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import gc
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from watcher import __version__
-from watcher.config import Settings, load_settings
-from watcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
 
 EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -21,6 +20,10 @@ EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Imported here, not at the top: entry() decides about the garbage collector before pydantic loads.
+    from watcher.config import load_settings
+    from watcher.errors import ConfigError
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -39,9 +42,12 @@ def entry() -> NoReturn:
     would free every object one by one (0.1 s for 53,000 tasks), so flush the output and leave at once.
     ``run`` keeps the normal exit."""
     argv = sys.argv[1:]
-    code = main(argv)
     if argv[:1] == ["run"]:
-        sys.exit(code)
+        sys.exit(main(argv))
+    # A short-lived command allocates a lot (imports, a parsed state) and frees nothing: the cyclic garbage
+    # collector would only rescan it all, several times.
+    gc.disable()
+    code = main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -66,11 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from watcher import logs
+    import asyncio
+    import json
+    from datetime import UTC, datetime
+
     from watcher.fleet import Fleet
     from watcher.render import status_document, status_table
 
-    logs.configure(sys.stderr, level="warning")
+    # Nothing on this path logs through structlog (stdout is the JSON document); asyncssh's warnings go to
+    # stderr through the standard library.
     hosts = settings.hosts
     if args.host:
         unknown = sorted(set(args.host) - {h.name for h in hosts})
@@ -99,6 +109,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
     from watcher import logs
     from watcher.daemon import run_daemon
 

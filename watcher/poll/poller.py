@@ -10,9 +10,9 @@ from fnmatch import fnmatchcase
 
 from watcher.config import HostConfig
 from watcher.errors import HostError, HostTimeout, PueueParseError
-from watcher.poll.remote import RemoteState, poll_argv, read_output
+from watcher.poll.remote import RemoteState, poll_argv, read_output, release
 from watcher.pueue.model import Snapshot
-from watcher.pueue.parse import parse_status
+from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.transport import Transport
 
 # Payloads larger than this (and local state files) are decompressed and parsed in a worker thread, so
@@ -21,7 +21,12 @@ _THREAD_THRESHOLD = 256 * 1024
 
 
 def _parse(remote: RemoteState) -> Snapshot:
-    return parse_status(remote.payload())
+    payload = remote.payload()
+    try:
+        decoded = decode_status(payload)
+    finally:
+        release(payload)  # a mapped local state file is unmapped before the tasks are built
+    return snapshot_of(decoded)
 
 
 @dataclass(frozen=True, slots=True)

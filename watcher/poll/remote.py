@@ -164,6 +164,15 @@ def read_local_state(path: str) -> bytes | memoryview:
         raise BadPollOutput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+def release(payload: bytes | memoryview) -> None:
+    """Unmap a mapped state file now rather than whenever the garbage collector gets to it."""
+    if isinstance(payload, memoryview):
+        owner = payload.obj
+        payload.release()
+        if isinstance(owner, mmap.mmap):
+            owner.close()
+
+
 def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
     match = _RC.search(stderr)
     rc = int(match.group(1)) if match else None

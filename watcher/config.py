@@ -113,8 +113,9 @@ class HostConfig(_Section):
     groups: list[str] = Field(default_factory=lambda: ["*"], description="Globs of the groups to watch.")
     compression: Literal["gzip", "zstd", "ssh", "none"] | None = Field(
         None,
-        description="How the state travels: compressed on the host by gzip or zstd, by the SSH layer "
-        "('ssh'), or not at all. Default: gzip over ssh, none for the local transport.",
+        description="How the state travels: compressed on the host by zstd (gzip where the host has no "
+        "zstd) or gzip, by the SSH layer ('ssh'), or not at all. Default: zstd over ssh, none for the "
+        "local transport (bench/transfer.py: zstd moves a 74 MB state as 7.6 MB for 0.16 s of host CPU).",
     )
     read_state_file: bool = Field(
         True, description="Read state.json directly (cheap) instead of asking the pueue daemon."
@@ -146,7 +147,7 @@ class HostConfig(_Section):
     @property
     def remote_compression(self) -> str:
         """What the remote script compresses with ("ssh" compresses in the transport instead)."""
-        chosen = self.compression or ("none" if self.transport == "local" else "gzip")
+        chosen = self.compression or ("none" if self.transport == "local" else "zstd")
         return "none" if chosen == "ssh" else chosen
 
 

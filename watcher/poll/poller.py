@@ -25,7 +25,9 @@ def _parse(remote: RemoteState) -> Snapshot:
     try:
         decoded = decode_status(payload)
     finally:
-        release(payload)  # a mapped local state file is unmapped before the tasks are built
+        # The document is not needed while the tasks are built: unmap a local file, drop a decompressed one.
+        release(payload)
+        del payload
     return snapshot_of(decoded)
 
 

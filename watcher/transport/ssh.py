@@ -107,6 +107,9 @@ class SSHTransport:
             "keepalive_interval": self._keepalive,
             "keepalive_count_max": 3,
         }
+        if host.compression == "ssh":
+            # Compression by the SSH layer (zlib, after login) instead of on the host.
+            options["compression_algs"] = ["zlib@openssh.com", "zlib"]
         if host.port is not None:
             options["port"] = host.port
         if host.user is not None:

@@ -69,7 +69,7 @@ def _report(results: list[PollResult], down: set[str], elapsed: float) -> None:
     for result in results:
         if not result.ok and result.host not in down:
             down.add(result.host)
-            log.warning("host.unreachable", host=result.host, reason=result.reason, error=result.error)
+            log.warning("host.failing", host=result.host, reason=result.reason, error=result.error)
         elif result.ok and result.host in down:
             down.discard(result.host)
             log.info("host.recovered", host=result.host)

@@ -7,7 +7,9 @@ Every server shares one client key and one known_hosts file (a line per server, 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -101,6 +103,7 @@ class SSHServer:
                     "PrintMotd no",
                     "MaxStartups 100:30:200",
                     "MaxSessions 50",
+                    "LogLevel VERBOSE",
                     f"SetEnv {setenv}" if setenv else "",
                     "",
                 ]
@@ -128,9 +131,28 @@ class SSHServer:
                 self.proc.wait()
         self.proc = None
 
+    def drop_connections(self) -> None:
+        """Kill the listener and every session process it forked (a reboot, as the client sees it)."""
+        if self.proc is None:
+            return
+        for pid in [*_descendants(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
     def kill(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
         time.sleep(0.05)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (sshd forks a privilege-separation monitor, then the session)."""
+    found: list[int] = []
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    for child in map(int, children.stdout.split()):
+        found += [child, *_descendants(child)]
+    return found

@@ -1,0 +1,100 @@
+"""The SSH transport against real sshd servers: reuse, reconnect, ~/.ssh/config with ProxyJump, host keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SSHFactory
+from tests.harness.fleet import sim_env, sim_host, ssh_entry, watcher, write_config
+from watcher.config import HostConfig
+from watcher.errors import HostKeyRejected
+from watcher.poll.poller import HostPoller
+from watcher.transport.ssh import SSHTransport
+
+pytestmark = pytest.mark.integration
+
+
+def transport_for(entry: dict) -> SSHTransport:  # type: ignore[type-arg]
+    return SSHTransport(HostConfig.model_validate(entry), connect_timeout=10, keepalive=30)
+
+
+async def test_one_connection_is_reused_and_reopened_after_a_drop(
+    tmp_path: Path, sshd_factory: SSHFactory
+) -> None:
+    """Polls share one connection; when the host drops it (a reboot), the next poll reconnects by itself."""
+    with sim_host(tmp_path / "h", "v4") as sim:
+        sim.add("true")
+        server = sshd_factory.start(sim_env(sim))
+        entry = ssh_entry("h", server, sim)
+        poller = HostPoller(HostConfig.model_validate(entry), transport_for(entry), timeout=20)
+        try:
+            first = await poller.poll()
+            second = await poller.poll()
+            assert first.ok
+            assert second.source == "unchanged"
+            log = (server.root / "sshd.log").read_text()
+            assert log.count("Accepted publickey") == 1  # two polls, one login
+            server.drop_connections()
+            (server.root / "sshd.log").rename(server.root / "sshd.log.before")
+            server.start()
+            third = await poller.poll()
+            assert third.ok, third.error
+            assert third.source == "unchanged"  # the state did not change: the fingerprint still holds
+            # The restarted sshd's fresh log shows the new login.
+            assert (server.root / "sshd.log").read_text().count("Accepted publickey") == 1
+        finally:
+            await poller.close()
+
+
+async def test_a_changed_host_key_is_refused(tmp_path: Path, sshd_factory: SSHFactory) -> None:
+    server = sshd_factory.start()
+    server.stop()
+    server.rotate_host_key()
+    server.start()
+    transport = transport_for(ssh_entry("h", server, None))
+    with pytest.raises(HostKeyRejected, match="host key verification failed"):
+        await transport.run(["true"], timeout=10)
+    await transport.close()
+
+
+async def test_unknown_host_is_refused_without_known_hosts_entry(
+    tmp_path: Path, sshd_factory: SSHFactory
+) -> None:
+    """Verification is on by default: an empty known_hosts file trusts nobody."""
+    server = sshd_factory.start()
+    empty = tmp_path / "empty_known_hosts"
+    empty.touch()
+    transport = transport_for(ssh_entry("h", server, None, known_hosts=str(empty)))
+    with pytest.raises(HostKeyRejected):
+        await transport.run(["true"], timeout=10)
+
+
+def test_ssh_config_alias_and_proxyjump(tmp_path: Path, sshd_factory: SSHFactory) -> None:
+    """An address that is an alias in ~/.ssh/config, reached through a ProxyJump host, as `ssh` would."""
+    with sim_host(tmp_path / "h", "v3") as sim:
+        sim.add("true")
+        sim.wait_for_status(0, "Done")
+        target = sshd_factory.start(sim_env(sim))
+        jump = sshd_factory.start()
+        home = tmp_path / "home"
+        (home / ".ssh").mkdir(parents=True)
+        shutil.copy(target.keys.identity, home / ".ssh" / "id_ed25519")
+        shutil.copy(target.keys.known_hosts, home / ".ssh" / "known_hosts")
+        (home / ".ssh" / "config").write_text(
+            f"Host bastion\n  HostName 127.0.0.1\n  Port {jump.port}\n  User {jump.user}\n\n"
+            f"Host bigblack\n  HostName 127.0.0.1\n  Port {target.port}\n  User {target.user}\n"
+            "  ProxyJump bastion\n"
+        )
+        entry = {"name": "bigblack", "pueue": str(sim.pueue_bin), "pueue_dir": str(sim.pueue_dir)}
+        config = write_config(tmp_path / "c.toml", [entry])
+        proc = watcher("status", "--json", "-c", str(config), env={**os.environ, "HOME": str(home)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (host,) = json.loads(proc.stdout)["hosts"]
+    assert host["groups"][0]["tasks"]["success"] == 1
+    jump_log = (jump.root / "sshd.log").read_text()
+    assert "Accepted publickey" in jump_log  # the login went through the jump host

@@ -9,9 +9,8 @@ import pytest
 
 from tests.harness.sshd import ClientKeys, SSHServer
 
+# shared/ lies beside the checkout, for developers and CI alike.
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pueue"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone; a developer's checkout has it at ../shared
-    FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pueue"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@
     WatcherError                      every error this project raises on purpose
     ├── ConfigError                   the configuration file or environment is invalid (exit 2)
     ├── PueueParseError               pueue's JSON is malformed, truncated or of an unknown shape
+    ├── StoreError                    the state database is foreign, corrupt, newer, or the disk is full
     └── HostError                     one host could not be read; the others carry on
         ├── HostUnreachable           TCP connect failed, DNS failed, the connection dropped (temporary)
         ├── HostTimeout               connect or command took longer than allowed (temporary)
@@ -72,3 +73,14 @@ class PueueUnavailable(HostError):
 
 class BadPollOutput(HostError):
     reason = "parse"
+
+
+class StoreError(WatcherError):
+    """The state database cannot be used: a foreign or corrupt file, a newer schema, a full disk.
+
+    ``permanent`` errors (foreign, corrupt, newer) need an operator; the daemon exits 2 without touching the
+    file. Temporary ones (disk full, locked) fail the current write, which is retried at the next cycle."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent

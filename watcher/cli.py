@@ -1,4 +1,4 @@
-"""The ``pueue-watcher`` command line: ``run``, ``status``."""
+"""The ``pueue-watcher`` command line: ``run``, ``once``, ``status``, ``history``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn
 from watcher import __version__
 
 if TYPE_CHECKING:
-    from watcher.config import Settings
+    from watcher.config import HostConfig, Settings
 
 EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -68,7 +68,32 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
+
+    once = sub.add_parser("once", parents=[config], help="one cycle with every side effect, then exit")
+    once.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
+    once.add_argument("--json", action="store_true", help="print the events this cycle produced")
+    once.set_defaults(handler=_once)
+
+    history = sub.add_parser("history", parents=[config], help="list past phases")
+    history.add_argument("--host", metavar="NAME")
+    history.add_argument("--group", metavar="NAME")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+    history.set_defaults(handler=_history)
     return parser
+
+
+def _chosen_hosts(settings: Settings, names: list[str] | None) -> list[HostConfig] | None:
+    """The configured hosts named on the command line (all without names); None and a message if unknown."""
+    if not names:
+        return list(settings.hosts)
+    unknown = sorted(set(names) - {h.name for h in settings.hosts})
+    if unknown:
+        print(
+            f"config error: no host named {', '.join(map(repr, unknown))} in the configuration",
+            file=sys.stderr,
+        )
+        return None
+    return [h for h in settings.hosts if h.name in names]
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
@@ -81,16 +106,9 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     # Nothing on this path logs through structlog (stdout is the JSON document); asyncssh's warnings go to
     # stderr through the standard library.
-    hosts = settings.hosts
-    if args.host:
-        unknown = sorted(set(args.host) - {h.name for h in hosts})
-        if unknown:
-            print(
-                f"config error: no host named {', '.join(map(repr, unknown))} in the configuration",
-                file=sys.stderr,
-            )
-            return EXIT_CONFIG
-        hosts = [h for h in hosts if h.name in args.host]
+    hosts = _chosen_hosts(settings, args.host)
+    if hosts is None:
+        return EXIT_CONFIG
 
     async def poll_once() -> list:  # type: ignore[type-arg]
         fleet = Fleet(settings, hosts)
@@ -116,3 +134,35 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     logs.configure(sys.stdout)
     return asyncio.run(run_daemon(settings))
+
+
+def _once(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from watcher import logs
+    from watcher.daemon import run_once
+
+    hosts = _chosen_hosts(settings, args.host)
+    if hosts is None:
+        return EXIT_CONFIG
+    # With --json, stdout is the list of events; the log goes to stderr.
+    logs.configure(sys.stderr if args.json else sys.stdout)
+    code, outcomes = asyncio.run(run_once(settings, hosts))
+    if args.json:
+        events = [event.to_dict() for outcome in outcomes for event in outcome.events]
+        sys.stdout.write(json.dumps(events) + "\n")
+    return code
+
+
+def _history(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from watcher.history import history_document, history_table, load_history
+
+    code, phases = asyncio.run(load_history(settings, host=args.host, group=args.group))
+    if code:
+        return code
+    sys.stdout.write(json.dumps(history_document(phases)) + "\n" if args.json else history_table(phases))
+    return EXIT_OK

@@ -81,6 +81,48 @@ class WatcherSection(_Section):
     connect_timeout: Duration = Field(15.0, description="Upper bound of an SSH connect and login.")
     keepalive_interval: Duration = Field(30.0, description="SSH keepalive interval.")
     max_concurrency: int = Field(32, ge=1, le=1024, description="Hosts polled at the same time.")
+    fast_interval: Duration | Literal[0] = Field(
+        5.0,
+        description="Adaptive polling: while a group is in its last wave (no more tasks left than it runs at "
+        "once), poll its host this often, so that a completion is seen within seconds. 0 turns it off.",
+    )
+    alert_on_first_sight: bool = Field(
+        False, description="On the first run, report groups that are already complete as completions."
+    )
+    grace_period: Duration = Field(10.0, description="On SIGTERM, how long in-flight polls may finish.")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(value: object) -> int:
+    """``50000000``, ``"50MB"``, ``"48MiB"`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").lower()])
+    else:
+        raise ValueError("a size is a number of bytes or a string such as '50MB'")
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class HygieneSection(_Section):
+    max_state_bytes: Size = Field(
+        50_000_000, description="Clean a host's pueue when its state file grows beyond this ('50MB')."
+    )
+    clean: Literal["successful", "all", "off"] = Field(
+        "successful",
+        description="What `pueue clean` removes from complete groups: Done/Success tasks only (-s), "
+        "every Done task, or nothing (cleaning off).",
+    )
+    dry_run: bool = Field(False, description="Only report what would be cleaned.")
+    cooldown: Duration = Field(600.0, description="Least time between two cleans of one host.")
 
 
 class MetricsSection(_Section):
@@ -160,6 +202,7 @@ class Settings(BaseSettings):
     )
 
     watcher: WatcherSection = Field(default_factory=WatcherSection)  # type: ignore[arg-type]
+    hygiene: HygieneSection = Field(default_factory=HygieneSection)  # type: ignore[arg-type]
     metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
     hosts: list[HostConfig] = Field(default_factory=list)
 

@@ -1,8 +1,14 @@
-"""``pueue-watcher run``: the long-running loop.
+"""``pueue-watcher run`` and ``once``: the lifecycle around the per-host cycles.
 
-Each cycle polls every host concurrently and logs one summary line. A host's failure is logged when it
-starts and when it ends, not at every cycle. SIGTERM and SIGINT stop the loop: the cycle in flight may finish
-within the grace period, then it is cancelled, and the exit is logged as ``stopped`` (or ``crashed``).
+Each host has its own loop (``watcher/watch.py`` does one cycle), so a slow or dead host only ever delays
+itself; ``max_concurrency`` caps how many polls run at once, and each poll has its own timeout. One summary
+line is logged per ``poll_interval``. A host's failure is logged when it starts and when it ends, not at every
+poll.
+
+SIGTERM and SIGINT stop the loops from starting new cycles; cycles in flight may finish within
+``grace_period`` and are then cancelled. A commit already handed to the store thread completes or rolls back
+as a whole, and the store is closed (flushed) before the exit, which is logged as ``stopped`` (or
+``crashed``).
 """
 
 from __future__ import annotations
@@ -11,74 +17,158 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
-from watcher.config import Settings
-from watcher.fleet import Fleet
-from watcher.poll.poller import PollResult
+from watcher.config import HostConfig, Settings
+from watcher.errors import StoreError
+from watcher.hygiene import Hygiene
+from watcher.outbox import Outbox
+from watcher.poll.poller import HostPoller
+from watcher.store import Store
+from watcher.transport import open_transport
+from watcher.watch import CycleOutcome, HostWatch
 
 log = structlog.get_logger("watcher")
 
-GRACE_SECONDS = 10.0
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Stats:
+    """What happened since the last summary line."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    down: set[str] = field(default_factory=set)
+
+    def add(self, outcome: CycleOutcome) -> None:
+        result = outcome.result
+        self.counts["polls"] += 1
+        self.counts["ok" if result.ok else "failed"] += 1
+        self.counts["unchanged"] += result.source == "unchanged"
+        self.counts["events"] += len(outcome.events)
+        self.counts["wire_bytes"] += result.wire_bytes
+        if not result.ok and result.host not in self.down:
+            self.down.add(result.host)
+            log.warning("host.failing", host=result.host, reason=result.reason, error=result.error)
+        elif result.ok and result.host in self.down:
+            self.down.discard(result.host)
+            log.info("host.recovered", host=result.host)
+
+    def summary(self) -> dict[str, int]:
+        counts = {
+            k: self.counts.get(k, 0) for k in ("polls", "ok", "failed", "unchanged", "events", "wire_bytes")
+        }
+        self.counts.clear()
+        return counts | {"hosts_failing": len(self.down)}
+
+
+class Daemon:
+    def __init__(self, settings: Settings, store: Store, hosts: Sequence[HostConfig] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.outbox = Outbox(store)
+        hygiene = Hygiene(settings.hygiene)
+        self.watches = [self._watch(host, hygiene) for host in (settings.hosts if hosts is None else hosts)]
+        self._slots = asyncio.Semaphore(settings.watcher.max_concurrency)
+        self._stats = _Stats()
+
+    def _watch(self, host: HostConfig, hygiene: Hygiene) -> HostWatch:
+        watcher = self.settings.watcher
+        poller = HostPoller(host, open_transport(host, watcher), watcher.host_timeout)
+        return HostWatch(host, poller, self.store, self.settings, hygiene)
+
+    async def once(self) -> list[CycleOutcome]:
+        """One cycle of every host, with every side effect."""
+        await self.outbox.flush()
+        outcomes = list(await asyncio.gather(*(self._cycle(w) for w in self.watches)))
+        await self.outbox.flush()
+        return outcomes
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.outbox.flush()  # what a previous run committed but could not deliver
+        loops = [asyncio.create_task(self._loop(w, stop), name=f"host:{w.host.name}") for w in self.watches]
+        summary = asyncio.create_task(self._summaries(stop), name="summary")
+        log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
+        await stop.wait()
+        done, pending = await asyncio.wait(loops, timeout=self.settings.watcher.grace_period)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        summary.cancel()
+        await asyncio.gather(summary, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.close() for w in self.watches), return_exceptions=True)
+
+    async def _loop(self, watch: HostWatch, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._cycle(watch)
+            await self.outbox.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), watch.interval)
+
+    async def _cycle(self, watch: HostWatch) -> CycleOutcome:
+        async with self._slots:
+            outcome = await watch.cycle()
+        self._stats.add(outcome)
+        return outcome
+
+    async def _summaries(self, stop: asyncio.Event) -> None:
+        interval = self.settings.watcher.poll_interval
+        while not stop.is_set():
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            log.info("cycle", seconds=round(time.monotonic() - started, 1), **self._stats.summary())
+
+
+async def open_store(settings: Settings) -> Store | None:
+    try:
+        return await Store.open(settings.watcher.state_path)
+    except StoreError as exc:
+        log.error("store.unusable", error=str(exc))
+        return None
 
 
 async def run_daemon(settings: Settings) -> int:
+    store = await open_store(settings)
+    if store is None:
+        return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    fleet = Fleet(settings)
-    down: set[str] = set()
-    log.info("started", hosts=len(fleet.pollers), poll_interval=settings.watcher.poll_interval)
+    daemon = Daemon(settings, store)
     try:
-        while not stop.is_set():
-            started = time.monotonic()
-            cycle = asyncio.create_task(fleet.poll(), name="poll-cycle")
-            done, _ = await asyncio.wait(
-                {cycle, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if cycle not in done:
-                await _drain(cycle)
-                break
-            _report(cycle.result(), down, time.monotonic() - started)
-            remaining = settings.watcher.poll_interval - (time.monotonic() - started)
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), remaining)
-    except Exception:
-        log.exception("crashed")
-        return 1
+        await daemon.run(stop)
+    except Exception as exc:
+        log.exception("crashed", error=str(exc))
+        return EXIT_FAILED
     finally:
-        await fleet.close()
+        await daemon.close()
+        await store.close()
     log.info("stopped")
-    return 0
+    return EXIT_OK
 
 
-async def _drain(cycle: asyncio.Task[list[PollResult]]) -> None:
-    """Let the cycle in flight finish within the grace period, then cancel it."""
+async def run_once(
+    settings: Settings, hosts: Sequence[HostConfig] | None = None
+) -> tuple[int, list[CycleOutcome]]:
+    store = await open_store(settings)
+    if store is None:
+        return EXIT_CONFIG, []
+    daemon = Daemon(settings, store, hosts)
     try:
-        await asyncio.wait_for(asyncio.shield(cycle), GRACE_SECONDS)
-    except TimeoutError:
-        cycle.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await cycle
-
-
-def _report(results: list[PollResult], down: set[str], elapsed: float) -> None:
-    for result in results:
-        if not result.ok and result.host not in down:
-            down.add(result.host)
-            log.warning("host.failing", host=result.host, reason=result.reason, error=result.error)
-        elif result.ok and result.host in down:
-            down.discard(result.host)
-            log.info("host.recovered", host=result.host)
-    log.info(
-        "cycle",
-        hosts=len(results),
-        ok=sum(r.ok for r in results),
-        failed=sum(not r.ok for r in results),
-        unchanged=sum(r.source == "unchanged" for r in results),
-        wire_bytes=sum(r.wire_bytes for r in results),
-        seconds=round(elapsed, 3),
-    )
+        outcomes = await daemon.once()
+    finally:
+        await daemon.close()
+        await store.close()
+    ok = all(o.result.ok and o.error is None for o in outcomes)
+    return (EXIT_OK if ok else EXIT_FAILED), outcomes

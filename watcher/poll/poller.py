@@ -87,6 +87,11 @@ class HostPoller:
             daemon_up=remote.daemon_up,
         )
 
+    @property
+    def fingerprint(self) -> str | None:
+        """The state file's fingerprint at the last successful poll ("size mtime inode"), if known."""
+        return self._fingerprint or None
+
     async def close(self) -> None:
         await self.transport.close()
 

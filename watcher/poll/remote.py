@@ -28,6 +28,7 @@ import mmap
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from watcher.config import HostConfig
@@ -72,6 +73,21 @@ echo "status $c"
 """
 
 
+# Hygiene: `pueue clean` for each named group, in one round trip. $1 pueue, $2 "all" or "successful", then the
+# groups. Each group name is its own argument; nothing is spliced into the script.
+CLEAN_SCRIPT = r"""p=$1 m=$2
+shift 2
+case $p in "~/"*) p=$HOME/${p#"~/"};; esac
+for g do
+if [ "$m" = all ]; then "$p" clean -g "$g" || exit; else "$p" clean -s -g "$g" || exit; fi
+done
+"""
+
+
+def clean_argv(host: HostConfig, groups: Sequence[str], mode: str) -> list[str]:
+    return ["sh", "-c", CLEAN_SCRIPT, "pueue-watcher-clean", host.pueue, mode, *groups]
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteState:
     """What one poll learned, before the JSON is parsed."""
@@ -109,14 +125,14 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
     """Split the header from the payload, decompress it, and turn pueue's failures into errors."""
     start = stdout.find(MARKER)
     if start < 0:
-        raise BadPollOutput(f"unexpected answer from the host (exit {exit_status}): {_first_line(stderr)}")
+        raise BadPollOutput(f"unexpected answer from the host (exit {exit_status}): {pueue_error(stderr)}")
     pos = start + len(MARKER)
     fields: dict[str, list[str]] = {}
     kind = ""
     while not kind:
         end = stdout.find(b"\n", pos)
         if end < 0:
-            raise BadPollOutput(f"the poll output ends early (exit {exit_status}): {_first_line(stderr)}")
+            raise BadPollOutput(f"the poll output ends early (exit {exit_status}): {pueue_error(stderr)}")
         word, *rest = stdout[pos:end].decode("utf-8", "replace").split(" ")
         pos = end + 1
         if word in ("unchanged", "state", "status", "handoff"):
@@ -180,7 +196,7 @@ def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
     if not pueue_found or rc == 127:
         raise PueueUnavailable("the pueue client was not found on the host")
     if rc != 0:
-        detail = _first_line(message) or "no message"
+        detail = pueue_error(message) or "no message"
         raise PueueUnavailable(f"pueue status failed (exit {rc}): {detail}")
 
 
@@ -203,7 +219,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CHAIN_NUMBER = re.compile(r"^\d+:\s*")
 
 
-def _first_line(data: bytes | bytearray, limit: int = 300) -> str:
+def pueue_error(data: bytes | bytearray, limit: int = 300) -> str:
     """Pueue's error as one line. pueue prints an anyhow (v3) or color-eyre (v4, coloured) cause chain:
     ``Error: A`` / ``Caused by:`` / ``0: B`` / ``1: C`` … then, in v4, ``Location:`` and backtrace hints."""
     parts = []

@@ -1,0 +1,169 @@
+"""The store's reads and writes, as plain functions of a connection. They run in the store's thread only.
+
+Records are kept as msgspec JSON (it keeps each datetime's UTC offset and microseconds, where msgpack would
+turn it into UTC); the columns beside a body are copies of what queries filter and sort on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from watcher.phases.records import Event, PhaseRecord
+from watcher.store.connection import transaction
+from watcher.store.records import CleanRecord
+
+_encode = msgspec.json.Encoder().encode
+_phase = msgspec.json.Decoder(PhaseRecord)
+_event = msgspec.json.Decoder(Event)
+_clean = msgspec.json.Decoder(CleanRecord)
+
+
+def _body(record: PhaseRecord | Event | CleanRecord) -> str:
+    return _encode(record).decode()
+
+
+def utc_text(at: datetime) -> str:
+    """``at`` as sortable text: UTC, microseconds, fixed width. Naive datetimes are refused."""
+    if at.utcoffset() is None:
+        raise ValueError(f"the store keeps timezone-aware datetimes only, got {at.isoformat()}")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _now() -> str:
+    return utc_text(datetime.now(UTC))
+
+
+def is_new(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'first_commit_at'").fetchone() is None
+
+
+def load_tracks(conn: sqlite3.Connection, host: str) -> dict[str, bytes]:
+    rows = conn.execute("SELECT group_name, state FROM tracks WHERE host = ?", (host,))
+    return {group: bytes(state) for group, state in rows}
+
+
+def last_digest(conn: sqlite3.Connection, host: str) -> str | None:
+    row = conn.execute("SELECT digest FROM hosts WHERE host = ?", (host,)).fetchone()
+    return None if row is None else row[0]
+
+
+def commit(
+    conn: sqlite3.Connection,
+    host: str,
+    digest: str | None,
+    tracks: Mapping[str, bytes | None],
+    phases: Sequence[PhaseRecord],
+    events: Sequence[Event],
+) -> None:
+    """Write everything of one poll cycle in one transaction. Records are encoded inside it, so that one that
+    cannot be encoded leaves nothing of the cycle behind."""
+    now = _now()
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('first_commit_at', ?) ON CONFLICT DO NOTHING", (now,)
+        )
+        conn.execute(
+            "INSERT INTO hosts (host, digest, committed_at) VALUES (?, ?, ?) ON CONFLICT (host) DO UPDATE"
+            " SET digest = coalesce(excluded.digest, digest), committed_at = excluded.committed_at",
+            (host, digest, now),
+        )
+        for group, state in tracks.items():
+            if state is None:
+                conn.execute("DELETE FROM tracks WHERE host = ? AND group_name = ?", (host, group))
+            else:
+                conn.execute(
+                    "INSERT INTO tracks (host, group_name, state, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (host, group_name) DO UPDATE SET state = excluded.state,"
+                    " updated_at = excluded.updated_at",
+                    (host, group, state, now),
+                )
+        conn.executemany(
+            "INSERT INTO phases (id, host, group_name, status, opened_at, completed_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET host = excluded.host,"
+            " group_name = excluded.group_name, status = excluded.status, opened_at = excluded.opened_at,"
+            " completed_at = excluded.completed_at, body = excluded.body",
+            (
+                (p.id, p.host, p.group, p.status, utc_text(p.opened_at),
+                 None if p.completed_at is None else utc_text(p.completed_at), _body(p))
+                for p in phases
+            ),
+        )  # fmt: skip
+        # An event that exists already was stored by an earlier attempt at the same cycle: keep that one, and
+        # its delivery state, so that a replay never alerts twice.
+        conn.executemany(
+            "INSERT INTO events (id, event, host, group_name, at, created_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            ((e.id, e.event, e.host, e.group, utc_text(e.at), now, _body(e)) for e in events),
+        )
+
+
+def phases(
+    conn: sqlite3.Connection, host: str | None, group: str | None, status: str | None, limit: int | None
+) -> list[PhaseRecord]:
+    where, params = _filters(host=host, group_name=group, status=status)
+    rows = conn.execute(
+        f"SELECT body FROM phases{where} ORDER BY coalesce(completed_at, opened_at) DESC, id DESC LIMIT ?",  # noqa: S608
+        (*params, -1 if limit is None else limit),
+    )
+    return [_phase.decode(body) for (body,) in rows]
+
+
+def undelivered(conn: sqlite3.Connection, limit: int) -> list[Event]:
+    rows = conn.execute("SELECT body FROM events WHERE delivered_at IS NULL ORDER BY seq LIMIT ?", (limit,))
+    return [_event.decode(body) for (body,) in rows]
+
+
+def mark_delivered(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    now = _now()
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+            ((now, i) for i in ids),
+        )
+
+
+def events(conn: sqlite3.Connection, limit: int | None) -> list[Event]:
+    rows = conn.execute("SELECT body FROM events ORDER BY seq LIMIT ?", (-1 if limit is None else limit,))
+    return [_event.decode(body) for (body,) in rows]
+
+
+def record_clean(conn: sqlite3.Connection, record: CleanRecord) -> None:
+    """A clean is recorded before it runs and again, with its outcome, after: one row per (host, at)."""
+    with transaction(conn):
+        conn.execute("DELETE FROM cleans WHERE host = ? AND at = ?", (record.host, utc_text(record.at)))
+        conn.execute(
+            "INSERT INTO cleans (host, at, body) VALUES (?, ?, ?)",
+            (record.host, utc_text(record.at), _body(record)),
+        )
+
+
+def cleans(conn: sqlite3.Connection, host: str | None) -> list[CleanRecord]:
+    where, params = _filters(host=host)
+    rows = conn.execute(f"SELECT body FROM cleans{where} ORDER BY at, seq", params)  # noqa: S608
+    return [_clean.decode(body) for (body,) in rows]
+
+
+def hosts(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT host FROM hosts UNION SELECT host FROM tracks UNION SELECT host FROM phases"
+        " UNION SELECT host FROM events UNION SELECT host FROM cleans ORDER BY host"
+    )
+    return [host for (host,) in rows]
+
+
+def forget_host(conn: sqlite3.Connection, host: str) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM tracks WHERE host = ?", (host,))
+        conn.execute("DELETE FROM hosts WHERE host = ?", (host,))
+
+
+def _filters(**columns: str | None) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause for the columns that are not None. Column names come from our code, values are bound."""
+    chosen = {column: value for column, value in columns.items() if value is not None}
+    if not chosen:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{column} = ?" for column in chosen), tuple(chosen.values())

@@ -1,0 +1,191 @@
+"""The state store: an asyncio face on one SQLite connection that lives in a thread of its own.
+
+Every sqlite3 call runs in that one thread (it also creates the connection), so a slow disk or a long fsync
+never stalls the event loop, and the connection is never shared between threads. Calls queue behind one
+another there, which also serialises the transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Concatenate, ParamSpec, TypeVar
+
+from watcher.errors import StoreError
+from watcher.phases.records import Event, PhaseRecord
+from watcher.store import queries, schema
+from watcher.store.connection import connect, translate
+from watcher.store.records import CleanRecord
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store:
+    """Phases, tracker state, snapshot digests, the event outbox and the record of cleans, in SQLite."""
+
+    def __init__(self, path: str, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._executor = executor
+        self._conn = conn  # touched in the store thread only
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Store:
+        """Open or create the database at ``path`` and bring its schema up to date.
+
+        A file that is neither empty nor a sound database of ours, at most as new as this code, raises
+        StoreError(permanent=True) and is left as it was."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        job = partial(_open, os.fspath(path), busy_timeout)
+        try:
+            resolved, conn = await asyncio.get_running_loop().run_in_executor(executor, job)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(resolved, executor, conn)
+
+    async def close(self) -> None:
+        """Checkpoint the WAL into the database file and close. Closing twice is fine."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _close(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, "closing") from exc
+        finally:
+            self._conn.close()
+
+    async def is_new(self) -> bool:
+        """True until the first commit() of any host: the daemon's first run."""
+        return await self._call("reading", queries.is_new)
+
+    async def load_tracks(self, host: str) -> dict[str, bytes]:
+        """The tracker state of each group of ``host``."""
+        return await self._call("reading the tracker state", queries.load_tracks, host)
+
+    async def last_digest(self, host: str) -> str | None:
+        return await self._call("reading the digest", queries.last_digest, host)
+
+    async def commit(
+        self,
+        host: str,
+        *,
+        digest: str | None = None,
+        tracks: Mapping[str, bytes | None] = {},  # read only, and copied below
+        phases: Sequence[PhaseRecord] = (),
+        events: Sequence[Event] = (),
+    ) -> None:
+        """Store one poll cycle of ``host`` in one transaction: its snapshot digest (None keeps the last one),
+        tracker state per group (None deletes it), phases (replaced by id) and new events (an id that exists
+        already is ignored). On any error nothing of it is written."""
+        # Copies, so that the caller may reuse its containers while the store thread reads them.
+        await self._call("commit", queries.commit, host, digest, dict(tracks), tuple(phases), tuple(events))
+
+    async def phases(
+        self, host: str | None = None, group: str | None = None, status: str | None = None,
+        limit: int | None = None,
+    ) -> list[PhaseRecord]:  # fmt: skip
+        """Phases, newest first (by completion, else by opening)."""
+        return await self._call("reading phases", queries.phases, host, group, status, limit)
+
+    async def undelivered(self, limit: int = 1000) -> list[Event]:
+        """Events not yet marked delivered, oldest first."""
+        return await self._call("reading the outbox", queries.undelivered, limit)
+
+    async def mark_delivered(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._call("marking events delivered", queries.mark_delivered, tuple(ids))
+
+    async def events(self, limit: int | None = None) -> list[Event]:
+        """Every event, delivered or not, oldest first: the first ``limit`` of them."""
+        return await self._call("reading events", queries.events, limit)
+
+    async def record_clean(self, record: CleanRecord) -> None:
+        await self._call("recording a clean", queries.record_clean, record)
+
+    async def cleans(self, host: str | None = None) -> list[CleanRecord]:
+        """Recorded cleans, oldest first."""
+        return await self._call("reading cleans", queries.cleans, host)
+
+    async def hosts(self) -> list[str]:
+        """Every host that has a row of any kind, sorted."""
+        return await self._call("reading hosts", queries.hosts)
+
+    async def forget_host(self, host: str) -> None:
+        """Drop the tracker state and digest of a host that left the configuration; keep its history."""
+        await self._call("forgetting a host", queries.forget_host, host)
+
+    async def _call(
+        self,
+        doing: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, …)`` in the store thread. A cancelled caller stops waiting, not the call: its
+        transaction still commits or rolls back as a whole."""
+        if self._closed:
+            raise StoreError(f"{self.path}: {doing} failed: the store is closed", permanent=True)
+        job = partial(self._guarded, doing, partial(fn, self._conn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    def _guarded(self, doing: str, job: Callable[[], T]) -> T:
+        try:
+            return job()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, doing) from exc
+
+
+def _open(given: str, busy_timeout: float) -> tuple[str, sqlite3.Connection]:
+    """Inspect the file at ``given`` (when there is one), then open it and run the migrations."""
+    path = os.path.abspath(os.path.expanduser(given))
+    try:
+        _make_parents(os.path.dirname(path))
+        if os.path.lexists(path):
+            if not os.path.isfile(path):
+                raise StoreError(f"{path}: not a regular file; refusing to touch it", permanent=True)
+            schema.inspect(path)
+        else:
+            # The state names hosts, groups and task labels: keep it to its owner. SQLite gives the -wal and
+            # -shm files the permissions of the database.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the state database: {exc.strerror}", permanent=True) from exc
+    try:
+        conn = connect(path, busy_timeout)
+    except sqlite3.Error as exc:
+        raise translate(exc, path, "opening the state database") from exc
+    try:
+        schema.migrate(conn)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise translate(exc, path, "migrating the state database") from exc
+        raise
+    return path, conn
+
+
+def _make_parents(directory: str) -> None:
+    """Create ``directory`` and its missing parents, each 0o700 (``os.makedirs`` applies the mode to the
+    last one only)."""
+    missing: list[str] = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for each in reversed(missing):
+        os.mkdir(each, 0o700)

@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -29,38 +28,13 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
 from watcher.errors import ConfigError
+from watcher.units import Duration, Size
 
 ENV_CONFIG = "PUEUE_WATCHER_CONFIG"
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/pueue-watcher/config.toml"))
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """``300``, ``"300"``, ``"30s"``, ``"5m"``, ``"1h30m"`` → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string such as '30s', '5m', '1h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(f"{value!r} is not a duration such as '30s', '5m' or '1h'") from None
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    else:
-        raise ValueError("a duration is a number of seconds or a string such as '30s', '5m', '1h'")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
 
 
@@ -90,26 +64,6 @@ class WatcherSection(_Section):
         False, description="On the first run, report groups that are already complete as completions."
     )
     grace_period: Duration = Field(10.0, description="On SIGTERM, how long in-flight polls may finish.")
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def parse_size(value: object) -> int:
-    """``50000000``, ``"50MB"``, ``"48MiB"`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").lower()])
-    else:
-        raise ValueError("a size is a number of bytes or a string such as '50MB'")
-    if size <= 0:
-        raise ValueError("a size must be positive")
-    return size
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class HygieneSection(_Section):
@@ -193,6 +147,21 @@ class HostConfig(_Section):
         return "none" if chosen == "ssh" else chosen
 
 
+class ClickHouseConfig(_Section):
+    name: str = Field(description="Referred to by checks.")
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=1, le=65535, description="The native protocol port.")
+    user: str = "default"
+    password: SecretStr = Field(SecretStr(""), description="Better given by the environment.")
+    database: str = "default"
+    via_host: str | None = Field(
+        None, description="Reach ClickHouse through an SSH tunnel over this watched host's connection."
+    )
+    max_execution_time: Duration = Field(60.0, description="ClickHouse's own limit on each check query.")
+    max_threads: int = Field(2, ge=1, description="So that a check never starves the production server.")
+    connect_timeout: Duration = 10.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PUEUE_WATCHER__",
@@ -205,14 +174,27 @@ class Settings(BaseSettings):
     hygiene: HygieneSection = Field(default_factory=HygieneSection)  # type: ignore[arg-type]
     metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
     hosts: list[HostConfig] = Field(default_factory=list)
+    clickhouse: list[ClickHouseConfig] = Field(default_factory=list)
+    checks: list[AnyCheckConfig] = Field(default_factory=list)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)  # type: ignore[arg-type]
+    gates: list[GateConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_hosts(self) -> Settings:
-        seen: set[str] = set()
-        for host in self.hosts:
-            if host.name in seen:
-                raise ValueError(f"host name {host.name!r} is used twice")
-            seen.add(host.name)
+    def _references(self) -> Settings:
+        """Names are unique, and everything that refers to a host or a ClickHouse names one that exists."""
+        hosts = _unique("host", [h.name for h in self.hosts])
+        databases = _unique("clickhouse", [c.name for c in self.clickhouse])
+        _unique("check", [c.name for c in self.checks])
+        for ch in self.clickhouse:
+            if ch.via_host is not None and ch.via_host not in hosts:
+                raise ValueError(f"clickhouse {ch.name!r}: via_host {ch.via_host!r} is not a configured host")
+        for check in self.checks:
+            target = getattr(check, "clickhouse", None)
+            if isinstance(target, str) and target not in databases:
+                raise ValueError(f"check {check.name!r}: clickhouse {target!r} is not a [[clickhouse]] entry")
+        for gate in self.gates:
+            if gate.host not in hosts:
+                raise ValueError(f"gate after {gate.after!r}: host {gate.host!r} is not a configured host")
         return self
 
     @classmethod
@@ -226,6 +208,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Priority, highest first: explicit arguments, the environment, then the TOML file.
         return (init_settings, env_settings, _FileSource(settings_cls, _FILE_DATA.get()))
+
+
+def _unique(what: str, names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} name {name!r} is used twice")
+        seen.add(name)
+    return seen
 
 
 _FILE_DATA: ContextVar[Mapping[str, Any]] = ContextVar("file_data", default=MappingProxyType({}))

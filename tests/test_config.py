@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import find_config, load_settings, parse_duration, settings_from_mapping
+from watcher.config import find_config, load_settings, settings_from_mapping
 from watcher.errors import ConfigError
+from watcher.units import parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from watcher.errors import StoreError
@@ -110,7 +111,7 @@ async def test_new_database_is_private_versioned_and_in_wal_mode(db_path: Path) 
         0o600,
     )
     assert pragma(db_path, "application_id") == schema.APPLICATION_ID
-    assert pragma(db_path, "user_version") == len(schema.MIGRATIONS) == 1
+    assert pragma(db_path, "user_version") == len(schema.MIGRATIONS)
     assert pragma(db_path, "journal_mode") == "wal"
 
 
@@ -366,7 +367,11 @@ async def _make(kind: str, path: Path) -> None:
         ("random", "not a SQLite database"),
         ("other-app", "another application (application_id 0x000004d2)"),
         ("tables-without-id", "another application"),
-        ("newer", "newer pueue-watcher (schema version 2, this one knows up to 1)"),
+        (
+            "newer",
+            f"newer pueue-watcher (schema version {len(schema.MIGRATIONS) + 1}, this one knows up to "
+            f"{len(schema.MIGRATIONS)})",
+        ),
         ("corrupt", "corrupt"),
     ],
 )
@@ -398,8 +403,9 @@ async def test_empty_file_is_initialised(db_path: Path) -> None:
 
 
 async def test_later_migration_is_applied(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A version-1 database opened by code that knows a second migration is migrated and keeps its rows."""
+    """A database opened by code that knows one more migration is migrated and keeps its rows."""
     await _ours(db_path)
+    expected = len(schema.MIGRATIONS) + 1
     v2 = """
         CREATE TABLE deliveries (
             event_id TEXT NOT NULL REFERENCES events (id),
@@ -417,7 +423,7 @@ async def test_later_migration_is_applied(db_path: Path, monkeypatch: pytest.Mon
     )
     assert count == 400
     await opened.close()
-    assert pragma(db_path, "user_version") == 2
+    assert pragma(db_path, "user_version") == expected
 
 
 async def test_failed_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -429,7 +435,7 @@ async def test_failed_migration_is_rolled_back(db_path: Path, monkeypatch: pytes
         await Store.open(db_path)
     assert caught.value.permanent
     monkeypatch.undo()
-    assert pragma(db_path, "user_version") == 1
+    assert pragma(db_path, "user_version") == len(schema.MIGRATIONS)
     opened = await Store.open(db_path)
     tables = await opened._call(
         "probe", lambda conn: conn.execute("SELECT name FROM sqlite_master").fetchall()
@@ -527,3 +533,39 @@ def test_kill_9_neither_loses_nor_repeats(tmp_path: Path, kill_after: int) -> No
     assert ids(events) == [f"e{b}-{i}" for b in range(stored) for i in range(BATCH)]
     assert (digest, tracks) == (f"d{stored - 1}", {"g": str(stored - 1).encode()})
     assert pragma(path, "quick_check") == "ok"
+
+
+async def test_version_1_database_gains_check_runs_and_gates(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database written before checks existed (schema 1) is migrated to 2 and keeps its phases."""
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+    await _ours(db_path)
+    monkeypatch.undo()
+    assert pragma(db_path, "user_version") == 1
+    store = await Store.open(db_path)
+    assert len(await store.phases()) == 400
+    assert await store.check_runs() == []
+    await store.close()
+    assert pragma(db_path, "user_version") == 2
+
+
+async def test_check_runs_and_gates_round_trip(db_path: Path) -> None:
+    """Pending check runs and gates committed with a phase, then their results, replace each other by key."""
+    from watcher.store import CheckRun, GateAction
+
+    store = await Store.open(db_path)
+    pending = CheckRun(phase_id="h/g/1", check="neg", host="h", group="g", status="pending")
+    gate = GateAction(phase_id="h/g/1", host="h", after="g", start="g2", status="pending")
+    await store.commit("h", check_runs=[pending], gates=[gate])
+    assert await store.check_runs(pending=True) == [pending]
+    done = msgspec.structs.replace(pending, status="ok", result={"violations": 0}, at=T0)
+    await store.record_check_runs([done])
+    assert await store.check_runs(pending=True) == []
+    assert await store.check_runs(phase_id="h/g/1") == [done]
+    assert await store.gate_actions(host="h", pending=True) == [gate]
+    held = msgspec.structs.replace(gate, status="held", reason="check neg failed", at=T0)
+    await store.record_gates([held])
+    assert await store.gate_actions(pending=True) == []
+    assert await store.gate_actions(phase_id="h/g/1") == [held]
+    await store.close()

@@ -9,7 +9,7 @@
     records.py      CleanRecord
 """
 
-from watcher.store.records import CleanRecord
+from watcher.store.records import CheckRun, CleanRecord, GateAction
 from watcher.store.sqlite import Store
 
-__all__ = ["CleanRecord", "Store"]
+__all__ = ["CheckRun", "CleanRecord", "GateAction", "Store"]

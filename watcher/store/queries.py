@@ -14,15 +14,17 @@ import msgspec
 
 from watcher.phases.records import Event, PhaseRecord
 from watcher.store.connection import transaction
-from watcher.store.records import CleanRecord
+from watcher.store.records import CheckRun, CleanRecord, GateAction
 
 _encode = msgspec.json.Encoder().encode
 _phase = msgspec.json.Decoder(PhaseRecord)
 _event = msgspec.json.Decoder(Event)
 _clean = msgspec.json.Decoder(CleanRecord)
+_check_run = msgspec.json.Decoder(CheckRun)
+_gate = msgspec.json.Decoder(GateAction)
 
 
-def _body(record: PhaseRecord | Event | CleanRecord) -> str:
+def _body(record: PhaseRecord | Event | CleanRecord | CheckRun | GateAction) -> str:
     return _encode(record).decode()
 
 
@@ -58,6 +60,8 @@ def commit(
     tracks: Mapping[str, bytes | None],
     phases: Sequence[PhaseRecord],
     events: Sequence[Event],
+    check_runs: Sequence[CheckRun] = (),
+    gates: Sequence[GateAction] = (),
 ) -> None:
     """Write everything of one poll cycle in one transaction. Records are encoded inside it, so that one that
     cannot be encoded leaves nothing of the cycle behind."""
@@ -99,6 +103,60 @@ def commit(
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             ((e.id, e.event, e.host, e.group, utc_text(e.at), now, _body(e)) for e in events),
         )
+        _upsert_check_runs(conn, check_runs, now)
+        _upsert_gates(conn, gates, now)
+
+
+def _upsert_check_runs(conn: sqlite3.Connection, runs: Sequence[CheckRun], now: str) -> None:
+    if not runs:
+        return
+    conn.executemany(
+        "INSERT INTO check_runs (phase_id, check_name, host, group_name, status, updated_at, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (phase_id, check_name) DO UPDATE SET"
+        " status = excluded.status, updated_at = excluded.updated_at, body = excluded.body",
+        ((r.phase_id, r.check, r.host, r.group, r.status, now, _body(r)) for r in runs),
+    )
+
+
+def _upsert_gates(conn: sqlite3.Connection, gates: Sequence[GateAction], now: str) -> None:
+    if not gates:
+        return
+    conn.executemany(
+        "INSERT INTO gate_actions (phase_id, start_group, host, status, updated_at, body)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (phase_id, start_group) DO UPDATE SET"
+        " status = excluded.status, updated_at = excluded.updated_at, body = excluded.body",
+        ((g.phase_id, g.start, g.host, g.status, now, _body(g)) for g in gates),
+    )
+
+
+def record_check_runs(conn: sqlite3.Connection, runs: Sequence[CheckRun]) -> None:
+    with transaction(conn):
+        _upsert_check_runs(conn, runs, _now())
+
+
+def record_gates(conn: sqlite3.Connection, gates: Sequence[GateAction]) -> None:
+    with transaction(conn):
+        _upsert_gates(conn, gates, _now())
+
+
+def check_runs(
+    conn: sqlite3.Connection, host: str | None, phase_id: str | None, pending: bool
+) -> list[CheckRun]:
+    where, params = _filters(host=host, phase_id=phase_id)
+    if pending:
+        where += (" AND" if where else " WHERE") + " status = 'pending'"
+    rows = conn.execute(f"SELECT body FROM check_runs{where} ORDER BY phase_id, check_name", params)  # noqa: S608
+    return [_check_run.decode(body) for (body,) in rows]
+
+
+def gate_actions(
+    conn: sqlite3.Connection, host: str | None, phase_id: str | None, pending: bool
+) -> list[GateAction]:
+    where, params = _filters(host=host, phase_id=phase_id)
+    if pending:
+        where += (" AND" if where else " WHERE") + " status = 'pending'"
+    rows = conn.execute(f"SELECT body FROM gate_actions{where} ORDER BY phase_id, start_group", params)  # noqa: S608
+    return [_gate.decode(body) for (body,) in rows]
 
 
 def phases(

@@ -1,8 +1,9 @@
-"""What the store keeps besides phases and events: the record of one state-file clean."""
+"""What the store keeps besides phases and events: cleans, check runs and gate actions."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -19,3 +20,27 @@ class CleanRecord(msgspec.Struct, frozen=True, kw_only=True):
     bytes_after: int | None
     removed: dict[str, dict[str, int]]  # group -> result -> how many of the removed tasks had it
     failed_labels: dict[str, list[str]]  # group -> labels of the failed tasks the clean removes
+
+
+class CheckRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One check of one completed phase: ``pending`` until it has run, then its result."""
+
+    phase_id: str
+    check: str
+    host: str
+    group: str
+    status: str  # "pending", "ok", "warn", "fail" or "error"
+    result: dict[str, Any] | None = None  # CheckResult.to_dict()
+    at: datetime | None = None  # when it finished
+
+
+class GateAction(msgspec.Struct, frozen=True, kw_only=True):
+    """What a gate did after a phase: ``pending`` until its checks are done, then ``started`` or ``held``."""
+
+    phase_id: str
+    host: str
+    after: str
+    start: str
+    status: str  # "pending", "started", "held" or "error"
+    reason: str | None = None
+    at: datetime | None = None

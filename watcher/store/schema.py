@@ -76,6 +76,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cleans_by_host ON cleans (host, at);
     """,
+    # 2: the checks of each completed phase, and what the gates did. A check run is written as "pending" in
+    # the same transaction as its phase's completion, so that a restart re-runs what had not finished and
+    # never runs twice what had.
+    """
+    CREATE TABLE check_runs (
+        phase_id TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (phase_id, check_name)
+    );
+    CREATE INDEX check_runs_pending ON check_runs (host) WHERE status = 'pending';
+    CREATE TABLE gate_actions (
+        phase_id TEXT NOT NULL,
+        start_group TEXT NOT NULL,
+        host TEXT NOT NULL,
+        status TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (phase_id, start_group)
+    );
+    CREATE INDEX gate_actions_pending ON gate_actions (host) WHERE status = 'pending';
+    """,
 ]
 
 

@@ -19,7 +19,7 @@ from watcher.errors import StoreError
 from watcher.phases.records import Event, PhaseRecord
 from watcher.store import queries, schema
 from watcher.store.connection import connect, translate
-from watcher.store.records import CleanRecord
+from watcher.store.records import CheckRun, CleanRecord, GateAction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,12 +86,34 @@ class Store:
         tracks: Mapping[str, bytes | None] = {},  # read only, and copied below
         phases: Sequence[PhaseRecord] = (),
         events: Sequence[Event] = (),
+        check_runs: Sequence[CheckRun] = (),
+        gates: Sequence[GateAction] = (),
     ) -> None:
         """Store one poll cycle of ``host`` in one transaction: its snapshot digest (None keeps the last one),
         tracker state per group (None deletes it), phases (replaced by id) and new events (an id that exists
         already is ignored). On any error nothing of it is written."""
         # Copies, so that the caller may reuse its containers while the store thread reads them.
-        await self._call("commit", queries.commit, host, digest, dict(tracks), tuple(phases), tuple(events))
+        await self._call(
+            "commit", queries.commit, host, digest, dict(tracks), tuple(phases), tuple(events),
+            tuple(check_runs), tuple(gates),
+        )  # fmt: skip
+
+    async def record_check_runs(self, runs: Sequence[CheckRun]) -> None:
+        """Store check results (replacing their pending rows), in one transaction."""
+        await self._call("recording check results", queries.record_check_runs, tuple(runs))
+
+    async def check_runs(
+        self, host: str | None = None, phase_id: str | None = None, *, pending: bool = False
+    ) -> list[CheckRun]:
+        return await self._call("reading check runs", queries.check_runs, host, phase_id, pending)
+
+    async def record_gates(self, gates: Sequence[GateAction]) -> None:
+        await self._call("recording gate actions", queries.record_gates, tuple(gates))
+
+    async def gate_actions(
+        self, host: str | None = None, phase_id: str | None = None, *, pending: bool = False
+    ) -> list[GateAction]:
+        return await self._call("reading gate actions", queries.gate_actions, host, phase_id, pending)
 
     async def phases(
         self, host: str | None = None, group: str | None = None, status: str | None = None,

@@ -8,6 +8,9 @@ import importlib
 SCENARIOS = {
     "status": "bench.status_large",
     "transfer": "bench.transfer",
+    "latency": "bench.latency",
+    "idle": "bench.idle",
+    "checks": "bench.checks_10m",
 }
 
 

@@ -51,7 +51,7 @@ def test_reads_the_state_file_then_skips_it_when_unchanged(pueue_dir: Path) -> N
     again = read_output(second.stdout, second.stderr, second.returncode)
     assert again.kind == "unchanged"
     assert again.body == b""
-    assert len(second.stdout) < 200
+    assert len(second.stdout) < 800  # the probe block is about 300 bytes
 
 
 def test_an_atomic_rewrite_changes_the_fingerprint(pueue_dir: Path) -> None:
@@ -69,7 +69,7 @@ def test_local_transport_reads_the_file_itself(pueue_dir: Path) -> None:
     proc = run_script(host_for(pueue_dir, transport="local"))
     state = read_output(*_out(proc))
     assert state.kind == "handoff"
-    assert len(proc.stdout) < 300
+    assert len(proc.stdout) < 900
     assert bytes(state.payload()) == (pueue_dir / "state.json").read_bytes()
 
 

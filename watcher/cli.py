@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--json", action="store_true", help="print the events this cycle produced")
     once.set_defaults(handler=_once)
 
+    check = sub.add_parser("check", parents=[config], help="run the checks of a host's group now")
+    check.add_argument("--host", required=True, metavar="NAME")
+    check.add_argument("--group", required=True, metavar="NAME")
+    check.add_argument("--json", action="store_true", help="one object per check")
+    check.set_defaults(handler=_check)
+
     history = sub.add_parser("history", parents=[config], help="list past phases")
     history.add_argument("--host", metavar="NAME")
     history.add_argument("--group", metavar="NAME")
@@ -166,3 +172,28 @@ def _history(settings: Settings, args: argparse.Namespace) -> int:
         return code
     sys.stdout.write(json.dumps(history_document(phases)) + "\n" if args.json else history_table(phases))
     return EXIT_OK
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit status: the worst result (0 ok, 1 warn, 2 fail, 3 error)."""
+    import asyncio
+    import json
+
+    from watcher import logs
+    from watcher.checking import check_now
+
+    if _chosen_hosts(settings, [args.host]) is None:
+        return EXIT_CONFIG
+    logs.configure(sys.stderr, level="warning")
+    results = asyncio.run(check_now(settings, args.host, args.group))
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results]) + "\n")
+    elif not results:
+        sys.stdout.write(f"no check matches host {args.host!r} and group {args.group!r}\n")
+    for result in results if not args.json else ():
+        detail = (
+            result.error
+            or f"{result.violations} violations (fail above {result.threshold.get('fail_above')})"
+        )
+        sys.stdout.write(f"{result.status.value.upper():5}  {result.name}  {detail}\n")
+    return max((r.status.severity for r in results), default=0)

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from checks.probes.health import BreachTracker
+from watcher.checking import ClickHouseHandles
 from watcher.config import HostConfig, Settings
 from watcher.errors import StoreError
 from watcher.hygiene import Hygiene
 from watcher.outbox import Outbox
 from watcher.poll.poller import HostPoller
 from watcher.store import Store
-from watcher.transport import open_transport
+from watcher.transport import Transport, open_transport
 from watcher.watch import CycleOutcome, HostWatch
 
 log = structlog.get_logger("watcher")
@@ -72,14 +74,18 @@ class Daemon:
         self.store = store
         self.outbox = Outbox(store)
         hygiene = Hygiene(settings.hygiene)
+        self._transports: dict[str, Transport] = {}
+        self.clickhouse = ClickHouseHandles(settings, self._transports)
+        self.breaches = BreachTracker(settings.probes)
         self.watches = [self._watch(host, hygiene) for host in (settings.hosts if hosts is None else hosts)]
         self._slots = asyncio.Semaphore(settings.watcher.max_concurrency)
         self._stats = _Stats()
 
     def _watch(self, host: HostConfig, hygiene: Hygiene) -> HostWatch:
         watcher = self.settings.watcher
-        poller = HostPoller(host, open_transport(host, watcher), watcher.host_timeout)
-        return HostWatch(host, poller, self.store, self.settings, hygiene)
+        transport = self._transports[host.name] = open_transport(host, watcher)
+        poller = HostPoller(host, transport, watcher.host_timeout)
+        return HostWatch(host, poller, self.store, self.settings, hygiene, self.clickhouse, self.breaches)
 
     async def once(self) -> list[CycleOutcome]:
         """One cycle of every host, with every side effect."""
@@ -105,6 +111,7 @@ class Daemon:
                 raise task.exception()  # type: ignore[misc]
 
     async def close(self) -> None:
+        await self.clickhouse.close()
         await asyncio.gather(*(w.close() for w in self.watches), return_exceptions=True)
 
     async def _loop(self, watch: HostWatch, stop: asyncio.Event) -> None:

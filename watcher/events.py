@@ -28,6 +28,7 @@ def phase_completed(record: PhaseRecord) -> Event:
             "duration_seconds": round((completed - started).total_seconds(), 3),
             "failed_labels": record.failed_labels,
             "phase": record.id,
+            "probes": record.probes,
             "summary": f"{record.host}/{record.group}: phase {record.outcome}, {record.tasks} tasks "
             f"({counts})",
         },

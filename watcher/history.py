@@ -1,61 +1,84 @@
-"""``pueue-watcher history``: past phases from the state store, as a table or JSON."""
+"""``pueue-watcher history``: past phases with their checks and gate actions, as a table or JSON."""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from typing import Any
-
-import structlog
 
 from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.phases.records import PhaseRecord
 from watcher.render import clean, human_duration
-from watcher.store import Store
+from watcher.store import CheckRun, GateAction, Store
 
-log = structlog.get_logger("watcher")
+
+@dataclass(frozen=True, slots=True)
+class PhaseHistory:
+    phase: PhaseRecord
+    checks: list[CheckRun]
+    gates: list[GateAction]
 
 
 async def load_history(
     settings: Settings, *, host: str | None, group: str | None
-) -> tuple[int, list[PhaseRecord]]:
+) -> tuple[int, list[PhaseHistory]]:
     try:
         store = await Store.open(settings.watcher.state_path)
     except StoreError as exc:
-        import sys
-
         print(f"error: {exc}", file=sys.stderr)
         return 2, []
     try:
-        return 0, await store.phases(host=host, group=group)
+        phases = await store.phases(host=host, group=group)
+        checks = await store.check_runs(host=host)
+        gates = await store.gate_actions(host=host)
     finally:
         await store.close()
-
-
-def history_document(phases: list[PhaseRecord]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": p.id,
-            "host": p.host,
-            "group": p.group,
-            "status": p.status,
-            "started": (p.first_start or p.opened_at).isoformat(),
-            "completed": None if p.completed_at is None else (p.last_end or p.completed_at).isoformat(),
-            "duration_seconds": p.duration_seconds,
-            "outcome": p.outcome,
-            "counts": p.counts,
-            "tasks": p.tasks,
-            "failed_labels": p.failed_labels,
-        }
+    return 0, [
+        PhaseHistory(p, [c for c in checks if c.phase_id == p.id], [g for g in gates if g.phase_id == p.id])
         for p in phases
     ]
 
 
-def history_table(phases: list[PhaseRecord]) -> str:
-    header = ("HOST", "GROUP", "STARTED", "COMPLETED", "DURATION", "OUTCOME", "TASKS", "COUNTS")
+def history_document(entries: list[PhaseHistory]) -> list[dict[str, Any]]:
+    return [
+        _phase(e.phase)
+        | {
+            "checks": [(c.result or {}) | {"name": c.check, "status": c.status} for c in e.checks],
+            "gates": [{"start": g.start, "status": g.status, "reason": g.reason} for g in e.gates],
+        }
+        for e in entries
+    ]
+
+
+def _phase(p: PhaseRecord) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "host": p.host,
+        "group": p.group,
+        "status": p.status,
+        "started": (p.first_start or p.opened_at).isoformat(),
+        "completed": None if p.completed_at is None else (p.last_end or p.completed_at).isoformat(),
+        "duration_seconds": p.duration_seconds,
+        "outcome": p.outcome,
+        "counts": p.counts,
+        "tasks": p.tasks,
+        "failed_labels": p.failed_labels,
+    }
+
+
+def history_table(entries: list[PhaseHistory]) -> str:
+    if not entries:
+        return "no phases recorded yet\n"
+    header = ("HOST", "GROUP", "STARTED", "COMPLETED", "DURATION", "OUTCOME", "TASKS", "DETAILS")
     rows = [header]
-    for p in phases:
+    for entry in entries:
+        p = entry.phase
         started = p.first_start or p.opened_at
         completed = p.last_end or p.completed_at
+        details = [f"{k}={n}" for k, n in p.counts.items()]
+        details += [f"check {c.check}: {c.status}" for c in entry.checks]
+        details += [f"gate {g.start}: {g.status}" for g in entry.gates]
         rows.append((
             clean(p.host, 32),
             clean(p.group, 32),
@@ -64,10 +87,8 @@ def history_table(phases: list[PhaseRecord]) -> str:
             "-" if p.duration_seconds is None else human_duration(p.duration_seconds),
             p.outcome or p.status,
             str(p.tasks),
-            " ".join(f"{k}={n}" for k, n in p.counts.items()),
+            ", ".join(details),
         ))  # fmt: skip
-    if len(rows) == 1:
-        return "no phases recorded yet\n"
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return (
         "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows) + "\n"

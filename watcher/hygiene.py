@@ -4,13 +4,14 @@ pueue rewrites its whole state file after every change, and every ``pueue add`` 
 finished tasks the file is about 90 MB and an ``add`` takes over a second instead of 0.1 s. So when a host's
 state file exceeds ``hygiene.max_state_bytes``, the watcher runs ``pueue clean [-s] -g G`` for the groups that
 are complete and whose completion it has already recorded (the phase and its summary are committed before any
-clean, so history survives). It never runs ``pueue reset`` and never touches a group with unfinished tasks.
+clean, so history survives), and whose checks passed. It never runs ``pueue reset`` and never touches a group
+with unfinished tasks.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,7 +35,13 @@ class Hygiene:
     _last: dict[str, float] = field(default_factory=dict)  # host → monotonic time of its last clean
 
     def plan(
-        self, host: str, result: PollResult, tracks: Mapping[str, GroupTrack], now: datetime
+        self,
+        host: str,
+        result: PollResult,
+        tracks: Mapping[str, GroupTrack],
+        now: datetime,
+        *,
+        blocked: Set[str] = frozenset(),
     ) -> CleanRecord | None:
         """What to clean on ``host`` after this poll, or None. Pure, apart from the cooldown clock."""
         size, snapshot = result.state_file_bytes, result.snapshot
@@ -44,7 +51,9 @@ class Hygiene:
             return None
         if time.monotonic() - self._last.get(host, float("-inf")) < self.settings.cooldown:
             return None
-        groups = sorted(g for g in snapshot.groups if _cleanable(snapshot, g, tracks.get(g)))
+        groups = sorted(
+            g for g in snapshot.groups if g not in blocked and _cleanable(snapshot, g, tracks.get(g))
+        )
         if not groups:
             return None
         mode = self.settings.clean

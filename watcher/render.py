@@ -27,6 +27,7 @@ def status_document(results: list[PollResult], now: datetime) -> dict[str, Any]:
                 "ok": result.ok,
                 "error": result.error,
                 "state_file_bytes": result.state_file_bytes,
+                "probes": _probes(result),
                 "groups": [
                     {
                         "name": g.name,
@@ -41,6 +42,24 @@ def status_document(results: list[PollResult], now: datetime) -> dict[str, Any]:
             }
         )
     return {"hosts": hosts}
+
+
+def _probes(result: PollResult) -> dict[str, Any] | None:
+    sample = result.probes
+    if sample is None:
+        return None
+    if not sample.supported:
+        return {"supported": False, "system": sample.system}
+    return {
+        "supported": True,
+        "cpus": sample.cpus,
+        "load1": sample.load1,
+        "memory_available_bytes": sample.mem_available,
+        "memory_total_bytes": sample.mem_total,
+        "swap_in_pages_total": sample.swap_in_pages,
+        "swap_out_pages_total": sample.swap_out_pages,
+        "disk_available_bytes": sample.disk_available,
+    }
 
 
 def status_table(results: list[PollResult], now: datetime) -> str:

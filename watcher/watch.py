@@ -1,4 +1,5 @@
-"""One host's cycle: poll → phases → commit (phases and their events, one transaction) → hygiene.
+"""One host's cycle: poll → phases → commit (phases, events, pending checks and gates: one transaction)
+→ checks → gates → hygiene.
 
 The cycle holds no policy of its own; each stage lives in the module named after it. Delivery of the
 committed events is the outbox's business (``watcher/outbox.py``), after the cycle.
@@ -6,20 +7,25 @@ committed events is the outbox's business (``watcher/outbox.py``), after the cyc
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import msgspec
 import structlog
 
+from checks.probes.health import BreachTracker, assessed, breaches, metrics, rates
+from checks.probes.proc import ProbeSample
+from watcher.checking import ClickHouseHandles, HostAccess, pending_runs, run_checks
 from watcher.config import HostConfig, Settings
 from watcher.errors import HostError, StoreError
 from watcher.events import phase_completed
+from watcher.gates import apply, decide, pending_gates
 from watcher.hygiene import Hygiene
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import HostPoller, PollResult
 from watcher.schedule import next_interval
-from watcher.store import CleanRecord, Store
+from watcher.store import CheckRun, CleanRecord, GateAction, Store
 
 log = structlog.get_logger("watcher")
 
@@ -29,6 +35,8 @@ class CycleOutcome:
     result: PollResult
     events: list[Event] = field(default_factory=list)
     phases: list[PhaseRecord] = field(default_factory=list)
+    checks: list[CheckRun] = field(default_factory=list)
+    gates: list[GateAction] = field(default_factory=list)
     clean: CleanRecord | None = None
     error: str | None = None  # a failure after the poll itself (store, clean)
 
@@ -37,14 +45,25 @@ class HostWatch:
     """Everything the daemon keeps about one host between cycles."""
 
     def __init__(
-        self, host: HostConfig, poller: HostPoller, store: Store, settings: Settings, hygiene: Hygiene
+        self,
+        host: HostConfig,
+        poller: HostPoller,
+        store: Store,
+        settings: Settings,
+        hygiene: Hygiene,
+        clickhouse: ClickHouseHandles,
+        breaches: BreachTracker,
     ):
         self.host = host
         self.poller = poller
         self.store = store
         self.settings = settings
         self.hygiene = hygiene
+        self.clickhouse = clickhouse
+        self.access = HostAccess(poller.transport)
         self.interval = settings.watcher.poll_interval
+        self.breaches = breaches
+        self._probe: tuple[float, ProbeSample] | None = None  # the last sample, for rates
         self._tracks: dict[str, GroupTrack] | None = None  # loaded from the store at the first cycle
         self._first_sight = False
 
@@ -54,9 +73,12 @@ class HostWatch:
         if not result.ok or result.snapshot is None:
             self.interval = self.settings.watcher.poll_interval
             return outcome
+        self._health(result)
         try:
             if result.source != "unchanged" or self._tracks is None:
                 await self._observe(result, outcome)
+            await self._checks(outcome)
+            await self._gates(outcome)
             await self._hygiene(result, outcome)
         except StoreError as exc:
             # Nothing of this cycle was written. Forget the in-memory tracks: they ran ahead of the store,
@@ -72,6 +94,20 @@ class HostWatch:
 
     async def close(self) -> None:
         await self.poller.close()
+
+    def _health(self, result: PollResult) -> None:
+        """Probe values: rates against the last sample, and breaches that last long enough (logged once)."""
+        sample = result.probes
+        if sample is None:
+            return
+        now = time.monotonic()
+        previous = self._probe
+        rate = rates(previous[1] if previous else None, sample, now - previous[0] if previous else 0.0)
+        self._probe = (now, sample)
+        self.access.latest = metrics(sample, rate)
+        found = breaches(sample, rate, self.settings.probes)
+        for change in self.breaches.update(self.host.name, found, assessed(sample, rate)):
+            log.warning(f"probe.{change.kind}", host=self.host.name, probe=change.key, reason=change.reason)
 
     async def _tracks_loaded(self) -> dict[str, GroupTrack]:
         if self._tracks is None:
@@ -97,8 +133,15 @@ class HostWatch:
                 first_sight=self._first_sight,
                 alert_on_first_sight=self.settings.watcher.alert_on_first_sight,
             )
+            if self.access.latest:  # the host's health at the boundary goes with the phase
+                health = dict(self.access.latest)
+                stepped.completed = [msgspec.structs.replace(r, probes=health) for r in stepped.completed]
             outcome.phases += stepped.records
-            outcome.events += [phase_completed(r) for r in stepped.completed if r.fired]
+            fired = [r for r in stepped.completed if r.fired]
+            outcome.events += [phase_completed(r) for r in fired]
+            for record in fired:
+                outcome.checks += pending_runs(self.settings.checks, record)
+                outcome.gates += pending_gates(self.settings.gates, record)
             if group not in snapshot.groups and track.phase is None:
                 del tracks[group]  # the group was removed from pueue and nothing of it is pending
                 changed[group] = None
@@ -110,6 +153,8 @@ class HostWatch:
             tracks=changed,
             phases=outcome.phases,
             events=outcome.events,
+            check_runs=outcome.checks,
+            gates=outcome.gates,
         )
         self._first_sight = False
         for record in outcome.phases:
@@ -117,8 +162,46 @@ class HostWatch:
                 log.info("phase.recorded", host=record.host, group=record.group, phase=record.id,
                          outcome=record.outcome, fired=record.fired)  # fmt: skip
 
+    async def _checks(self, outcome: CycleOutcome) -> None:
+        """Run this host's pending checks (committed with their phase, now or before a restart)."""
+        pending = await self.store.check_runs(host=self.host.name, pending=True)
+        if not pending:
+            return
+        wanted = {r.phase_id for r in pending}
+        phases = {p.id: p for p in await self.store.phases(host=self.host.name) if p.id in wanted}
+        done = await run_checks(pending, phases, self.settings.checks, self.clickhouse, self.access)
+        await self.store.record_check_runs(done)
+        outcome.checks = done
+
+    async def _gates(self, outcome: CycleOutcome) -> None:
+        """Act on this host's pending gates whose checks have all finished."""
+        pending = await self.store.gate_actions(host=self.host.name, pending=True)
+        configs = {(g.after, g.start): g for g in self.settings.gates if g.host == self.host.name}
+        for action in pending:
+            runs = await self.store.check_runs(phase_id=action.phase_id)
+            gate = configs.get((action.after, action.start))
+            if gate is None or any(r.status == "pending" for r in runs):
+                continue  # checks still to run (or the gate left the configuration)
+            phases = await self.store.phases(host=self.host.name, group=action.after)
+            phase = next((p for p in phases if p.id == action.phase_id), None)
+            start, reason = decide(gate, phase, runs)
+            timeout = self.settings.watcher.host_timeout
+            done = await apply(self.host, self.poller.transport, action, start, reason, timeout)
+            await self.store.record_gates([done])
+            outcome.gates.append(done)
+
+    async def _blocked_groups(self) -> set[str]:
+        """Groups whose last completed phase has a check that did not pass (or has not run yet): hygiene
+        leaves them alone, so that the evidence stays on the host."""
+        latest: dict[str, str] = {}
+        for phase in await self.store.phases(host=self.host.name, status="completed"):
+            latest.setdefault(phase.group, phase.id)
+        runs = await self.store.check_runs(host=self.host.name)
+        return {r.group for r in runs if latest.get(r.group) == r.phase_id and r.status != "ok"}
+
     async def _hygiene(self, result: PollResult, outcome: CycleOutcome) -> None:
-        plan = self.hygiene.plan(self.host.name, result, self._tracks or {}, result.at)
+        blocked = await self._blocked_groups() if self.settings.checks else set()
+        plan = self.hygiene.plan(self.host.name, result, self._tracks or {}, result.at, blocked=blocked)
         if plan is None:
             return
         # The record first: what the clean removes is on file before it is gone.

@@ -23,5 +23,8 @@ class FakeTransport:
             raise answer
         return answer
 
+    async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
+        return host, port
+
     async def close(self) -> None:
         self.closed = True

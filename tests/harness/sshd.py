@@ -48,6 +48,7 @@ class SSHServer:
     keys: ClientKeys
     env: dict[str, str]
     port: int = 0
+    log_level: str = "VERBOSE"
     host_key: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -103,7 +104,7 @@ class SSHServer:
                     "PrintMotd no",
                     "MaxStartups 100:30:200",
                     "MaxSessions 50",
-                    "LogLevel VERBOSE",
+                    f"LogLevel {self.log_level}",
                     f"SetEnv {setenv}" if setenv else "",
                     "",
                 ]

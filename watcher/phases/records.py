@@ -27,6 +27,7 @@ class PhaseRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_end: datetime | None = None  # the latest end of its tasks
     failed_labels: list[str] = msgspec.field(default_factory=list)  # up to 20
     fired: bool = False  # False when recorded silently (complete at the very first sight)
+    probes: dict[str, float | None] = msgspec.field(default_factory=dict)  # the host's health at completion
 
     @property
     def duration_seconds(self) -> float | None:

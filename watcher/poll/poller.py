@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+from checks.probes.proc import ProbeParseError, ProbeSample, parse_block
 from watcher.config import HostConfig
 from watcher.errors import HostError, HostTimeout, PueueParseError
 from watcher.poll.remote import RemoteState, poll_argv, read_output, release
@@ -18,6 +19,15 @@ from watcher.transport import Transport
 # Payloads larger than this (and local state files) are decompressed and parsed in a worker thread, so
 # that one large host does not stall the event loop, and with it every other host and the metrics endpoint.
 _THREAD_THRESHOLD = 256 * 1024
+
+
+def _probes(remote: RemoteState) -> ProbeSample | None:
+    if remote.probe_text is None:
+        return None
+    try:
+        return parse_block(remote.probe_text)
+    except ProbeParseError:
+        return None
 
 
 def _parse(remote: RemoteState) -> Snapshot:
@@ -43,6 +53,7 @@ class PollResult:
     source: str | None = None  # "state", "status" or "unchanged"
     wire_bytes: int = 0
     daemon_up: bool | None = None
+    probes: ProbeSample | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,6 +96,7 @@ class HostPoller:
             source=remote.kind,
             wire_bytes=remote.wire_bytes,
             daemon_up=remote.daemon_up,
+            probes=_probes(remote),
         )
 
     @property

@@ -9,6 +9,7 @@ The script prints a header of short text lines, then the payload:
 .. code-block:: text
 
     pueue-watcher-poll 1             marker: anything before it (a noisy login shell) is ignored
+    probe-begin … probe-end          host probes: /proc/loadavg, meminfo, vmstat, df (checks/probes/proc.py)
     nopueue                          the pueue client is not on PATH / not at the configured path
     file state.json 812345 1732780000.123456789 6029313     size, mtime, inode of the state file
     daemon up|down                   pueue.pid names a live process
@@ -31,6 +32,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from checks.probes.proc import PROBE_SCRIPT
 from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, PueueUnavailable
 
@@ -38,11 +40,18 @@ MARKER = b"pueue-watcher-poll 1\n"
 
 # Kept compact: it is sent on every poll. $1 pueue, $2 pueue dir ('' = pueue's default), $3 the fingerprint
 # seen last time, $4 compression, $5 1 to allow reading the state file, $6 1 when the watcher runs on the
-# same machine (local transport) and can read the file itself instead of through a pipe.
-SCRIPT = r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6
+# same machine (local transport) and can read the file itself instead of through a pipe, $7 1 to read the
+# host probes (load, memory, swap, disk of the pueue directory) in the same round trip.
+SCRIPT = (
+    r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6 o=$7
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
 case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
 echo pueue-watcher-poll 1
+if [ "$o" = 1 ]; then
+pueue_dir=$d
+"""
+    + PROBE_SCRIPT
+    + r"""fi
 command -v "$p" >/dev/null 2>&1 || echo nopueue
 f=
 for x in "$d/state.json.gz" "$d/state.json"; do
@@ -71,6 +80,7 @@ fi
 echo "status $c"
 { "$p" status --json; echo "pueue-watcher-rc $?" >&2; } | $z
 """
+)
 
 
 # Hygiene: `pueue clean` for each named group, in one round trip. $1 pueue, $2 "all" or "successful", then the
@@ -88,6 +98,18 @@ def clean_argv(host: HostConfig, groups: Sequence[str], mode: str) -> list[str]:
     return ["sh", "-c", CLEAN_SCRIPT, "pueue-watcher-clean", host.pueue, mode, *groups]
 
 
+# Any other pueue command (`pueue start -g G`, `pueue pause -g G`): the arguments follow the binary.
+PUEUE_SCRIPT = r"""p=$1
+shift
+case $p in "~/"*) p=$HOME/${p#"~/"};; esac
+exec "$p" "$@"
+"""
+
+
+def pueue_argv(host: HostConfig, *args: str) -> list[str]:
+    return ["sh", "-c", PUEUE_SCRIPT, "pueue-watcher-pueue", host.pueue, *args]
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteState:
     """What one poll learned, before the JSON is parsed."""
@@ -101,6 +123,7 @@ class RemoteState:
     daemon_up: bool
     pueue_found: bool
     wire_bytes: int  # bytes of stdout, as transferred
+    probe_text: str | None = None  # the probe block, when probes were asked for
 
     def payload(self) -> bytes | memoryview:
         """The JSON document: decompressed, or read from the local file. CPU-heavy for a large state, so
@@ -114,8 +137,9 @@ def poll_argv(host: HostConfig, known: str) -> list[str]:
     """The command of one poll of ``host``; ``known`` is the fingerprint seen last time ("" for none)."""
     read_state = "1" if host.read_state_file else "0"
     handoff = "1" if host.transport == "local" else "0"
+    probes = "1" if host.probes else "0"
     return ["sh", "-c", SCRIPT, "pueue-watcher", host.pueue, host.pueue_dir or "", known,
-            host.remote_compression, read_state, handoff]  # fmt: skip
+            host.remote_compression, read_state, handoff, probes]  # fmt: skip
 
 
 _RC = re.compile(rb"pueue-watcher-rc (\d+)\s*$")
@@ -129,6 +153,13 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
     pos = start + len(MARKER)
     fields: dict[str, list[str]] = {}
     kind = ""
+    probe_text = None
+    if stdout.startswith(b"probe-begin\n", pos):
+        end = stdout.find(b"\nprobe-end\n", pos)
+        if end < 0:
+            raise BadPollOutput(f"the probe block is cut short (exit {exit_status}): {pueue_error(stderr)}")
+        pos, start_of_block = end + len(b"\nprobe-end\n"), pos
+        probe_text = stdout[start_of_block:pos].decode("utf-8", "replace")  # markers included
     while not kind:
         end = stdout.find(b"\n", pos)
         if end < 0:
@@ -154,6 +185,7 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
         kind=kind,
         body=body,
         encoding=encoding,
+        probe_text=probe_text,
         fingerprint=fingerprint,
         state_file=state_file,
         state_file_bytes=size,

@@ -29,6 +29,11 @@ class Transport(Protocol):
         cannot be reached or the command outlives ``timeout`` seconds."""
         ...
 
+    async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
+        """An address on this machine that reaches ``host:port`` as seen from the watched host (an SSH
+        tunnel over the existing connection; the same address for the local transport)."""
+        ...
+
     async def close(self) -> None:
         """Release the connection, if any. Safe to call twice."""
         ...

@@ -43,5 +43,8 @@ class LocalTransport:
         assert proc.returncode is not None
         return CommandResult(exit_status=proc.returncode, stdout=stdout, stderr=stderr)
 
+    async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
+        return host, port
+
     async def close(self) -> None:
         return None

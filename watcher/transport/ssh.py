@@ -36,6 +36,8 @@ class SSHTransport:
         self._keepalive = keepalive
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
+        # Tunnels live on one connection: (connection, target) → the local listener.
+        self._forwards: dict[tuple[str, int], tuple[asyncssh.SSHClientConnection, asyncssh.SSHListener]] = {}
 
     @property
     def where(self) -> str:
@@ -61,7 +63,25 @@ class SSHTransport:
             await self._drop()
             raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
 
+    async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
+        """A local port forwarded to ``host:port`` through this host (``ssh -L``), kept for later calls and
+        opened again when the connection was replaced."""
+        conn = await self._connection(timeout)
+        known = self._forwards.get((host, port))
+        if known is not None and known[0] is conn:
+            return "127.0.0.1", known[1].get_port()
+        try:
+            listener = await conn.forward_local_port("127.0.0.1", 0, host, port)
+        except (asyncssh.Error, OSError) as exc:
+            reason = _reason(exc)
+            raise HostUnreachable(f"{self.where}: cannot open a tunnel to {host}:{port}: {reason}") from exc
+        self._forwards[(host, port)] = (conn, listener)
+        return "127.0.0.1", listener.get_port()
+
     async def close(self) -> None:
+        for _, listener in self._forwards.values():
+            listener.close()
+        self._forwards.clear()
         await self._drop()
 
     async def _run(

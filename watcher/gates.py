@@ -1,0 +1,66 @@
+"""Gates between phases: when ``after`` completes and its checks pass, ``pueue start -g start``.
+
+A gate decision is ``pending`` from the moment its phase completes (committed with it) until every check of
+that phase has a result. Then: every check ok and the phase succeeded → start the next group; anything else
+(a check that warns, fails or errs, or failed tasks) → keep the next group paused, pausing it if it runs,
+unless ``on_fail = "start"``. The action and its reason are recorded, and ``history`` shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from checks.config import GateConfig
+from watcher.config import HostConfig
+from watcher.errors import HostError
+from watcher.phases.records import PhaseRecord
+from watcher.poll.remote import pueue_argv, pueue_error
+from watcher.store import CheckRun, GateAction
+from watcher.transport import Transport
+
+log = structlog.get_logger("watcher.gates")
+
+
+def pending_gates(gates: Sequence[GateConfig], phase: PhaseRecord) -> list[GateAction]:
+    return [
+        GateAction(phase_id=phase.id, host=phase.host, after=g.after, start=g.start, status="pending")
+        for g in gates
+        if g.host == phase.host and g.after == phase.group
+    ]
+
+
+def decide(gate: GateConfig, phase: PhaseRecord | None, runs: Sequence[CheckRun]) -> tuple[bool, str]:
+    """(start?, why). Call only when no run is pending."""
+    problems = [f"check {r.check} {r.status}" for r in runs if r.status != "ok"]
+    if phase is not None and phase.outcome != "success":
+        failed = sum(n for k, n in phase.counts.items() if k not in ("success", "removed"))
+        problems.append(f"phase {phase.group} {phase.outcome} ({failed} tasks did not succeed)")
+    if not problems:
+        passed = f"{len(runs)} checks passed" if runs else "no checks configured"
+        return True, f"{gate.after} complete, {passed}"
+    reason = "; ".join(problems)
+    if gate.on_fail == "start":
+        return True, f"{reason}; starting anyway (on_fail = start)"
+    return False, reason
+
+
+async def apply(
+    host: HostConfig, transport: Transport, action: GateAction, start: bool, reason: str, timeout: float
+) -> GateAction:
+    """Run ``pueue start -g G`` or ``pueue pause -g G`` (group names are separate, quoted arguments)."""
+    verb = "start" if start else "pause"
+    try:
+        answer = await transport.run(pueue_argv(host, verb, "-g", action.start), timeout=timeout)
+        if answer.exit_status != 0:
+            raise HostError(f"pueue {verb} failed (exit {answer.exit_status}): {pueue_error(answer.stderr)}")
+    except HostError as exc:
+        log.warning("gate.error", host=host.name, after=action.after, start=action.start, error=str(exc))
+        failed = f"{reason}; {exc}"
+        return msgspec.structs.replace(action, status="error", reason=failed, at=datetime.now(UTC))
+    status = "started" if start else "held"
+    log.info(f"gate.{status}", host=host.name, after=action.after, start=action.start, reason=reason)
+    return msgspec.structs.replace(action, status=status, reason=reason, at=datetime.now(UTC))

@@ -188,7 +188,14 @@ def test_hostile_group_names_and_labels_execute_nothing(
     assert groups == dict.fromkeys(HOSTILE, 1) | {"default": 0}
     for name in HOSTILE:
         assert name in table.stdout
-    pwned = [p for p in (tmp_path, Path.home(), Path.cwd(), root) for p in p.rglob("PWNED*")]
+    # An injected `touch` would run in a shell's working directory: the SSH login's home, the watcher's cwd,
+    # or a task's directory (all under tmp_path for the simulator).
+    pwned = [
+        *tmp_path.rglob("PWNED*"),
+        *Path.home().glob("PWNED*"),
+        *Path.cwd().glob("PWNED*"),
+        *Path("/").glob("PWNED*"),
+    ]
     assert pwned == []
 
 

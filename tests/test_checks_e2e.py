@@ -237,3 +237,44 @@ def test_probes_are_read_through_sshd(tmp_path: Path, sshd_factory: SSHFactory, 
     assert probes["memory_total_bytes"] > probes["memory_available_bytes"] > 0
     assert probes["load1"] >= 0
     assert probes["disk_available_bytes"] > 0
+
+
+def test_a_restart_mid_check_reruns_it_once(
+    tmp_path: Path, sshd_factory: SSHFactory, host: SimHost, clickhouse: ClickHouseServer
+) -> None:
+    """kill -9 while a check runs: the next cycle runs it; the one after does not run it again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.harness.fleet import REPO
+
+    server = sshd_factory.start(sim_env(host))
+    base = _write(tmp_path, server, host, clickhouse, "slowcheck").read_text()
+    base = base.split("[[checks]]")[0] + (
+        '[[checks]]\nname = "slow"\nkind = "sql"\nclickhouse = "main"\nsql = "SELECT sleep(3)"\n'
+        'groups = ["p1"]\n'
+    )
+    config = tmp_path / "slow.toml"
+    config.write_text(base)
+    task = host.add_gated("p1-job", group="p1", label="p1-job")
+    assert watcher("once", "-c", str(config)).returncode == 0
+    host.finish("p1-job")
+    host.wait_for_status(task, "Done")
+    proc = subprocess.Popen([sys.executable, "-m", "watcher", "once", "-c", str(config)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not any(c["status"] == "pending" for p in history(config) for c in p["checks"]):
+            assert time.monotonic() < deadline, "the check never became pending"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert watcher("once", "-c", str(config)).returncode == 0
+    ((check,),) = [p["checks"] for p in history(config) if p["group"] == "p1"]
+    assert check["status"] == "ok"
+    assert watcher("once", "-c", str(config)).returncode == 0
+    ((again,),) = [p["checks"] for p in history(config) if p["group"] == "p1"]
+    assert again["at"] == check["at"]  # not run a second time

@@ -44,7 +44,10 @@ def history_document(entries: list[PhaseHistory]) -> list[dict[str, Any]]:
     return [
         _phase(e.phase)
         | {
-            "checks": [(c.result or {}) | {"name": c.check, "status": c.status} for c in e.checks],
+            "checks": [
+                (c.result or {}) | {"name": c.check, "status": c.status, "at": c.at and c.at.isoformat()}
+                for c in e.checks
+            ],
             "gates": [{"start": g.start, "status": g.status, "reason": g.reason} for g in e.gates],
         }
         for e in entries

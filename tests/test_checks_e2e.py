@@ -118,8 +118,9 @@ def test_checks_pass_and_the_gate_starts_the_next_phase(
     seed(clickhouse, "passing", negatives=0)
     server = sshd_factory.start(sim_env(host))
     config = _write(tmp_path, server, host, clickhouse, "passing")
-    (event,) = run_phase_p1(host, config)
-    assert event["group"] == "p1"
+    events = run_phase_p1(host, config)
+    assert [e["event"] for e in events] == ["phase.completed", "gate.started"]
+    assert events[0]["group"] == "p1"
     (phase,) = [p for p in history(config) if p["group"] == "p1"]
     assert [(c["name"], c["status"], c["violations"]) for c in phase["checks"]] == [
         ("volume-not-negative", "ok", 0)
@@ -134,7 +135,10 @@ def test_a_failing_check_holds_the_next_phase(
     seed(clickhouse, "failing", negatives=7)
     server = sshd_factory.start(sim_env(host))
     config = _write(tmp_path, server, host, clickhouse, "failing")
-    run_phase_p1(host, config)
+    events = run_phase_p1(host, config)
+    assert [e["event"] for e in events] == ["phase.completed", "check.failed", "gate.held"]
+    assert events[1]["check"] == "volume-not-negative"
+    assert events[1]["severity"] == "critical"
     (phase,) = [p for p in history(config) if p["group"] == "p1"]
     (check,) = phase["checks"]
     assert (check["status"], check["violations"]) == ("fail", 7)

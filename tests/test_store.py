@@ -407,19 +407,19 @@ async def test_later_migration_is_applied(db_path: Path, monkeypatch: pytest.Mon
     await _ours(db_path)
     expected = len(schema.MIGRATIONS) + 1
     v2 = """
-        CREATE TABLE deliveries (
+        CREATE TABLE later_deliveries (
             event_id TEXT NOT NULL REFERENCES events (id),
             sink TEXT NOT NULL,  -- a comment; with a semicolon
             delivered_at TEXT,
             PRIMARY KEY (event_id, sink)
         );
-        INSERT INTO deliveries (event_id, sink) SELECT id, 'log' FROM events;
+        INSERT INTO later_deliveries (event_id, sink) SELECT id, 'log' FROM events;
     """
     monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, v2])
     opened = await Store.open(db_path)
     assert len(await opened.events()) == 400
     count = await opened._call(
-        "probe", lambda conn: conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        "probe", lambda conn: conn.execute("SELECT count(*) FROM later_deliveries").fetchone()[0]
     )
     assert count == 400
     await opened.close()
@@ -538,7 +538,7 @@ def test_kill_9_neither_loses_nor_repeats(tmp_path: Path, kill_after: int) -> No
 async def test_version_1_database_gains_check_runs_and_gates(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database written before checks existed (schema 1) is migrated to 2 and keeps its phases."""
+    """A database written before checks existed (schema 1) is migrated to the latest and keeps its phases."""
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
     await _ours(db_path)
     monkeypatch.undo()
@@ -547,7 +547,7 @@ async def test_version_1_database_gains_check_runs_and_gates(
     assert len(await store.phases()) == 400
     assert await store.check_runs() == []
     await store.close()
-    assert pragma(db_path, "user_version") == 2
+    assert pragma(db_path, "user_version") == len(schema.MIGRATIONS)
 
 
 async def test_check_runs_and_gates_round_trip(db_path: Path) -> None:

@@ -64,6 +64,7 @@ class WatcherSection(_Section):
         False, description="On the first run, report groups that are already complete as completions."
     )
     grace_period: Duration = Field(10.0, description="On SIGTERM, how long in-flight polls may finish.")
+    down_after: int = Field(3, ge=1, description="Consecutive failed polls before host.down is reported.")
 
 
 class HygieneSection(_Section):

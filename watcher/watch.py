@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 import structlog
@@ -18,7 +20,15 @@ from checks.probes.proc import ProbeSample
 from watcher.checking import ClickHouseHandles, HostAccess, pending_runs, run_checks
 from watcher.config import HostConfig, Settings
 from watcher.errors import HostError, StoreError
-from watcher.events import phase_completed
+from watcher.events import (
+    check_result,
+    gate_action,
+    host_down,
+    host_up,
+    phase_completed,
+    probe_change,
+    state_cleaned,
+)
 from watcher.gates import apply, decide, pending_gates
 from watcher.hygiene import Hygiene
 from watcher.phases.records import Event, PhaseRecord
@@ -64,17 +74,25 @@ class HostWatch:
         self.interval = settings.watcher.poll_interval
         self.breaches = breaches
         self._probe: tuple[float, ProbeSample] | None = None  # the last sample, for rates
+        self._failures = 0  # consecutive failed polls
+        self._failing_since: datetime | None = None
+        self._down: Event | Literal[False] | None = None  # the host.down event in force; None: not loaded
         self._tracks: dict[str, GroupTrack] | None = None  # loaded from the store at the first cycle
         self._first_sight = False
 
     async def cycle(self) -> CycleOutcome:
         result = await self.poller.poll()
         outcome = CycleOutcome(result)
+        try:
+            await self._availability(result, outcome)
+        except StoreError as exc:
+            outcome.error = str(exc)
+            log.error("store.write_failed", host=self.host.name, error=str(exc))
         if not result.ok or result.snapshot is None:
             self.interval = self.settings.watcher.poll_interval
             return outcome
-        self._health(result)
         try:
+            await self._health(result, outcome)
             if result.source != "unchanged" or self._tracks is None:
                 await self._observe(result, outcome)
             await self._checks(outcome)
@@ -95,8 +113,31 @@ class HostWatch:
     async def close(self) -> None:
         await self.poller.close()
 
-    def _health(self, result: PollResult) -> None:
-        """Probe values: rates against the last sample, and breaches that last long enough (logged once)."""
+    async def _availability(self, result: PollResult, outcome: CycleOutcome) -> None:
+        """``host.down`` after ``down_after`` failed polls in a row, once; ``host.up`` once on recovery."""
+        if self._down is None:
+            last = await self.store.last_event(self.host.name, ("host.down", "host.up"))
+            self._down = last if last is not None and last.event == "host.down" else False
+        if result.ok:
+            self._failures = 0
+            if self._down:
+                event = host_up(self.host.name, self._down, result.at)
+                await self.store.commit(self.host.name, events=[event])
+                outcome.events.append(event)
+                self._down = False
+            return
+        self._failures += 1
+        if self._failures == 1:
+            self._failing_since = result.at
+        if not self._down and self._failures >= self.settings.watcher.down_after:
+            event = host_down(self.host.name, self._failing_since or result.at, self._failures, result.reason,
+                              result.error)  # fmt: skip
+            await self.store.commit(self.host.name, events=[event])
+            outcome.events.append(event)
+            self._down = event
+
+    async def _health(self, result: PollResult, outcome: CycleOutcome) -> None:
+        """Probe values: rates against the last sample, and breaches that last long enough (reported once)."""
         sample = result.probes
         if sample is None:
             return
@@ -106,8 +147,11 @@ class HostWatch:
         self._probe = (now, sample)
         self.access.latest = metrics(sample, rate)
         found = breaches(sample, rate, self.settings.probes)
-        for change in self.breaches.update(self.host.name, found, assessed(sample, rate)):
-            log.warning(f"probe.{change.kind}", host=self.host.name, probe=change.key, reason=change.reason)
+        changes = self.breaches.update(self.host.name, found, assessed(sample, rate))
+        events = [probe_change(self.host.name, c.kind, c.key, c.reason, result.at) for c in changes]
+        if events:
+            await self.store.commit(self.host.name, events=events)
+            outcome.events += events
 
     async def _tracks_loaded(self) -> dict[str, GroupTrack]:
         if self._tracks is None:
@@ -170,8 +214,14 @@ class HostWatch:
         wanted = {r.phase_id for r in pending}
         phases = {p.id: p for p in await self.store.phases(host=self.host.name) if p.id in wanted}
         done = await run_checks(pending, phases, self.settings.checks, self.clickhouse, self.access)
-        await self.store.record_check_runs(done)
+        history = await self.store.check_runs(host=self.host.name)
+        events = []
+        for run in done:
+            if (event := check_result(run, _previous_status(history, run))) is not None:
+                events.append(event)
+        await self.store.commit(self.host.name, check_runs=done, events=events)
         outcome.checks = done
+        outcome.events += events
 
     async def _gates(self, outcome: CycleOutcome) -> None:
         """Act on this host's pending gates whose checks have all finished."""
@@ -187,8 +237,10 @@ class HostWatch:
             start, reason = decide(gate, phase, runs)
             timeout = self.settings.watcher.host_timeout
             done = await apply(self.host, self.poller.transport, action, start, reason, timeout)
-            await self.store.record_gates([done])
+            event = gate_action(done)
+            await self.store.commit(self.host.name, gates=[done], events=[event] if event else [])
             outcome.gates.append(done)
+            outcome.events += [event] if event else []
 
     async def _blocked_groups(self) -> set[str]:
         """Groups whose last completed phase has a check that did not pass (or has not run yet): hygiene
@@ -210,6 +262,10 @@ class HostWatch:
         after = await self.poller.poll()
         done = plan if plan.dry_run else _with_size(plan, after.state_file_bytes)
         await self.store.record_clean(done)
+        if not done.dry_run:
+            event = state_cleaned(done)
+            await self.store.commit(self.host.name, events=[event])
+            outcome.events.append(event)
         outcome.clean = done
         log.info("state.cleaned", host=self.host.name, groups=done.groups, dry_run=done.dry_run,
                  bytes_before=done.bytes_before, bytes_after=done.bytes_after)  # fmt: skip
@@ -217,3 +273,13 @@ class HostWatch:
 
 def _with_size(plan: CleanRecord, size: int | None) -> CleanRecord:
     return msgspec.structs.replace(plan, bytes_after=size)
+
+
+def _previous_status(history: list[CheckRun], run: CheckRun) -> str | None:
+    """The status of the same check's latest result for the same group, before this phase."""
+    earlier = [
+        r
+        for r in history
+        if (r.group, r.check) == (run.group, run.check) and r.at is not None and r.phase_id != run.phase_id
+    ]
+    return max(earlier, key=lambda r: r.at or datetime.min.replace(tzinfo=UTC)).status if earlier else None

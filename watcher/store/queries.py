@@ -225,3 +225,67 @@ def _filters(**columns: str | None) -> tuple[str, tuple[str, ...]]:
     if not chosen:
         return "", ()
     return " WHERE " + " AND ".join(f"{column} = ?" for column in chosen), tuple(chosen.values())
+
+
+def dispatch(conn: sqlite3.Connection, routes: Mapping[str, Sequence[str]]) -> None:
+    """Mark events dispatched and give each of them one pending delivery per sink in ``routes[event_id]``."""
+    now = _now()
+    with transaction(conn):
+        for event_id, sinks in routes.items():
+            row = conn.execute(
+                "UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL RETURNING seq",
+                (now, event_id),
+            ).fetchone()
+            if row is None:
+                continue  # dispatched already (a replay)
+            conn.executemany(
+                "INSERT INTO deliveries (event_seq, sink, status, updated_at) VALUES (?, ?, 'pending', ?)"
+                " ON CONFLICT DO NOTHING",
+                ((row[0], sink, now) for sink in sinks),
+            )
+
+
+def pending_deliveries(conn: sqlite3.Connection, sink: str, limit: int) -> list[Event]:
+    rows = conn.execute(
+        "SELECT e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+        " WHERE d.sink = ? AND d.status = 'pending' ORDER BY d.event_seq LIMIT ?",
+        (sink, limit),
+    )
+    return [_event.decode(body) for (body,) in rows]
+
+
+def settle_deliveries(
+    conn: sqlite3.Connection, sink: str, ids: Sequence[str], status: str, error: str | None
+) -> None:
+    """``status`` "delivered", "failed" (permanently), or "pending" (one more failed attempt)."""
+    now = _now()
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ?"
+            " WHERE sink = ? AND event_seq = (SELECT seq FROM events WHERE id = ?)",
+            ((status, error, now, sink, event_id) for event_id in ids),
+        )
+
+
+def outbox_depth(conn: sqlite3.Connection) -> int:
+    undispatched = conn.execute("SELECT count(*) FROM events WHERE delivered_at IS NULL").fetchone()[0]
+    pending = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
+    return int(undispatched) + int(pending)
+
+
+def delivered(conn: sqlite3.Connection, sink: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+        " WHERE d.sink = ? AND d.status = 'delivered' ORDER BY d.event_seq",
+        (sink,),
+    )
+    return [event_id for (event_id,) in rows]
+
+
+def last_event(conn: sqlite3.Connection, host: str, kinds: Sequence[str]) -> Event | None:
+    marks = ", ".join("?" for _ in kinds)
+    row = conn.execute(
+        f"SELECT body FROM events WHERE host = ? AND event IN ({marks}) ORDER BY seq DESC LIMIT 1",  # noqa: S608
+        (host, *kinds),
+    ).fetchone()
+    return None if row is None else _event.decode(row[0])

@@ -102,6 +102,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX gate_actions_pending ON gate_actions (host) WHERE status = 'pending';
     """,
+    # 3: delivery per sink. The outbox dispatches each committed event to the sinks whose filters accept it
+    # (a row per sink, in one transaction with marking the event dispatched); every sink then works through
+    # its own rows, so that one sink that is down holds up no other.
+    """
+    CREATE TABLE deliveries (
+        event_seq INTEGER NOT NULL REFERENCES events (seq),
+        sink TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (event_seq, sink)
+    );
+    CREATE INDEX deliveries_pending ON deliveries (sink, event_seq) WHERE status = 'pending';
+    """,
 ]
 
 

@@ -98,6 +98,27 @@ class Store:
             tuple(check_runs), tuple(gates),
         )  # fmt: skip
 
+    async def dispatch(self, routes: Mapping[str, Sequence[str]]) -> None:
+        """Hand undelivered events to their sinks (event id → sink names), in one transaction."""
+        await self._call("dispatching events", queries.dispatch, {k: tuple(v) for k, v in routes.items()})
+
+    async def pending_deliveries(self, sink: str, limit: int = 100) -> list[Event]:
+        return await self._call("reading deliveries", queries.pending_deliveries, sink, limit)
+
+    async def settle_deliveries(
+        self, sink: str, ids: Sequence[str], status: str, error: str | None = None
+    ) -> None:
+        await self._call("recording deliveries", queries.settle_deliveries, sink, tuple(ids), status, error)
+
+    async def outbox_depth(self) -> int:
+        return await self._call("reading the outbox", queries.outbox_depth)
+
+    async def delivered(self, sink: str) -> list[str]:
+        return await self._call("reading deliveries", queries.delivered, sink)
+
+    async def last_event(self, host: str, kinds: Sequence[str]) -> Event | None:
+        return await self._call("reading events", queries.last_event, host, tuple(kinds))
+
     async def record_check_runs(self, runs: Sequence[CheckRun]) -> None:
         """Store check results (replacing their pending rows), in one transaction."""
         await self._call("recording check results", queries.record_check_runs, tuple(runs))

@@ -14,6 +14,8 @@ Each run has a 15 s warm-up (start-up, 50 connections, 50 full polls), then a 90
 daemon's CPU (utime + stime from /proc/PID/stat) as a percentage of one core, and its RSS (VmRSS) sampled
 every 5 s. Target: below 1 % of one core. The polls are counted twice: from the daemon's per-interval
 ``cycle`` lines inside the window, and from the sessions sshd started (``Starting session`` in its log).
+The host side's CPU (sshd's processes and whatever each session ran, reaped children included) is reported
+too; it includes the login shell's startup files, which sshd runs for every command.
 """
 
 from __future__ import annotations
@@ -225,5 +227,7 @@ def run() -> dict[str, Any]:
         print(f"{label}: {f['cpu_percent_of_one_core']:.2f} % of one core (target < {TARGET_PERCENT:g} %: "
               f"{verdict}); {f['hosts_seen']}/{HOSTS} hosts seen, "
               f"{f['host_failing_lines']} host.failing")  # fmt: skip
+    print("host side: sshd and all that each poll's session runs, the login shell's startup files included "
+          "(bash reads ~/.bashrc for ssh commands)")  # fmt: skip
     print(f"results: {save('idle', figures)}")
     return figures

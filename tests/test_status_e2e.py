@@ -132,7 +132,7 @@ def test_each_failure_is_reported_per_host(
             s_key.start()
 
             hang = tmp_path / "hang"
-            hang.write_text("#!/bin/sh\nsleep 30\n")
+            hang.write_text("#!/bin/sh\nsleep 60\n")
             hang.chmod(0o755)
             s_hang = sshd_factory.start()
 
@@ -144,7 +144,7 @@ def test_each_failure_is_reported_per_host(
                 ssh_entry("mitm", s_key, v4_host),
                 ssh_entry("hang", s_hang, None, pueue=str(hang), read_state_file=False),
             ]
-            config = write_config(tmp_path / "c.toml", hosts, watcher={"host_timeout": "4s"})
+            config = write_config(tmp_path / "c.toml", hosts, watcher={"host_timeout": "10s"})
             proc = watcher("status", "--json", "-c", str(config))
         finally:
             broken.close()

@@ -28,6 +28,7 @@ from watcher.checking import ClickHouseHandles
 from watcher.config import HostConfig, Settings
 from watcher.errors import StoreError
 from watcher.hygiene import Hygiene
+from watcher.metrics import MetricsError, MetricsState, start_metrics_server
 from watcher.outbox import Outbox
 from watcher.poll.poller import HostPoller
 from watcher.store import Store
@@ -77,15 +78,19 @@ class Daemon:
         self._transports: dict[str, Transport] = {}
         self.clickhouse = ClickHouseHandles(settings, self._transports)
         self.breaches = BreachTracker(settings.probes)
+        self.metrics = MetricsState()
         self.watches = [self._watch(host, hygiene) for host in (settings.hosts if hosts is None else hosts)]
         self._slots = asyncio.Semaphore(settings.watcher.max_concurrency)
+        self.metrics.set_hosts([w.host.name for w in self.watches])
         self._stats = _Stats()
 
     def _watch(self, host: HostConfig, hygiene: Hygiene) -> HostWatch:
         watcher = self.settings.watcher
         transport = self._transports[host.name] = open_transport(host, watcher)
         poller = HostPoller(host, transport, watcher.host_timeout)
-        return HostWatch(host, poller, self.store, self.settings, hygiene, self.clickhouse, self.breaches)
+        return HostWatch(
+            host, poller, self.store, self.settings, hygiene, self.clickhouse, self.breaches, self.metrics
+        )
 
     async def once(self) -> list[CycleOutcome]:
         """One cycle of every host, with every side effect."""
@@ -95,6 +100,19 @@ class Daemon:
         return outcomes
 
     async def run(self, stop: asyncio.Event) -> None:
+        watcher = self.settings.watcher
+        # /healthz turns 503 when the loop has not beaten for three poll intervals (a wedged daemon).
+        stale_after = 3 * watcher.poll_interval + watcher.host_timeout
+        server = await start_metrics_server(
+            self.settings.metrics.listen, self.metrics, stale_after=stale_after
+        )
+        try:
+            await self._run(stop)
+        finally:
+            if server is not None:
+                server.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         await self.outbox.flush()  # what a previous run committed but could not deliver
         loops = [asyncio.create_task(self._loop(w, stop), name=f"host:{w.host.name}") for w in self.watches]
         summary = asyncio.create_task(self._summaries(stop), name="summary")
@@ -118,6 +136,8 @@ class Daemon:
         while not stop.is_set():
             await self._cycle(watch)
             await self.outbox.flush()
+            self.metrics.outbox(await self.store.outbox_depth())
+            self.metrics.heartbeat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), watch.interval)
 
@@ -133,6 +153,7 @@ class Daemon:
             started = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+            self.metrics.heartbeat()
             log.info("cycle", seconds=round(time.monotonic() - started, 1), **self._stats.summary())
 
 
@@ -155,6 +176,9 @@ async def run_daemon(settings: Settings) -> int:
     daemon = Daemon(settings, store)
     try:
         await daemon.run(stop)
+    except MetricsError as exc:
+        log.error("metrics.unusable", error=str(exc))
+        return EXIT_CONFIG
     except Exception as exc:
         log.exception("crashed", error=str(exc))
         return EXIT_FAILED

@@ -31,6 +31,7 @@ from watcher.events import (
 )
 from watcher.gates import apply, decide, pending_gates
 from watcher.hygiene import Hygiene
+from watcher.metrics import MetricsState
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import HostPoller, PollResult
@@ -63,6 +64,7 @@ class HostWatch:
         hygiene: Hygiene,
         clickhouse: ClickHouseHandles,
         breaches: BreachTracker,
+        metrics: MetricsState | None = None,
     ):
         self.host = host
         self.poller = poller
@@ -73,6 +75,7 @@ class HostWatch:
         self.access = HostAccess(poller.transport)
         self.interval = settings.watcher.poll_interval
         self.breaches = breaches
+        self.metrics = metrics or MetricsState()
         self._probe: tuple[float, ProbeSample] | None = None  # the last sample, for rates
         self._failures = 0  # consecutive failed polls
         self._failing_since: datetime | None = None
@@ -82,6 +85,7 @@ class HostWatch:
 
     async def cycle(self) -> CycleOutcome:
         result = await self.poller.poll()
+        self.metrics.observe_poll(result, result.at)
         outcome = CycleOutcome(result)
         try:
             await self._availability(result, outcome)
@@ -181,6 +185,8 @@ class HostWatch:
                 health = dict(self.access.latest)
                 stepped.completed = [msgspec.structs.replace(r, probes=health) for r in stepped.completed]
             outcome.phases += stepped.records
+            for record in stepped.completed:
+                self.metrics.phase_completed(record.host, record.group, record.outcome or "failed", result.at)
             fired = [r for r in stepped.completed if r.fired]
             outcome.events += [phase_completed(r) for r in fired]
             for record in fired:
@@ -220,6 +226,9 @@ class HostWatch:
             if (event := check_result(run, _previous_status(history, run))) is not None:
                 events.append(event)
         await self.store.commit(self.host.name, check_runs=done, events=events)
+        for run in done:
+            violations = (run.result or {}).get("violations")
+            self.metrics.check_result(run.host, run.group, run.check, run.status, violations)
         outcome.checks = done
         outcome.events += events
 
@@ -263,6 +272,7 @@ class HostWatch:
         done = plan if plan.dry_run else _with_size(plan, after.state_file_bytes)
         await self.store.record_clean(done)
         if not done.dry_run:
+            self.metrics.state_cleaned(self.host.name)
             event = state_cleaned(done)
             await self.store.commit(self.host.name, events=[event])
             outcome.events.append(event)

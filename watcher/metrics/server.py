@@ -1,0 +1,138 @@
+"""The HTTP endpoint: ``GET /metrics`` (Prometheus text, or OpenMetrics when asked) and ``GET /healthz``.
+
+It runs wsgiref in a thread of its own, one thread per request: a scrape never waits for the event loop,
+and a slow event loop (a large state file being parsed) never delays a scrape. The collector reads only
+the immutable view :class:`MetricsState` swaps in, so nothing is shared that could be seen half-written.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from watcher.errors import WatcherError
+from watcher.metrics.collector import build_registry
+from watcher.metrics.state import MetricsState
+
+#: Default of ``stale_after``: /healthz turns 503 when the daemon's loop has not reported for this long.
+STALE_AFTER = 600.0
+
+
+class MetricsError(WatcherError):
+    """The metrics endpoint cannot start: a malformed ``listen``, an address in use, a refused bind."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:9925"`` for IPv6, ``":9925"`` for every IPv4 address) → (host, port)."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise MetricsError(f"metrics.listen {listen!r}: expected host:port, such as 127.0.0.1:9925")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise MetricsError(f"metrics.listen {listen!r}: write an IPv6 address in brackets, as [::1]:9925")
+    return host, int(port_text)
+
+
+class _Handler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log: Prometheus scrapes every few seconds."""
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress never holds the daemon's exit
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks the resolver for the address's FQDN, which can take seconds on a
+        # machine without DNS; the name only serves CGI variables that nobody reads here.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def _app(state: MetricsState, registry: CollectorRegistry, stale_after: float) -> WSGIApplication:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            body: Iterable[bytes] = metrics_app(environ, start_response)
+            return body
+        if path == "/healthz":
+            healthy, document = state.health(stale_after)
+            payload = json.dumps(document).encode()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+            return [payload]
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"pueue-watcher: /metrics, /healthz\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics or /healthz\n"]
+
+    return app
+
+
+class MetricsServer:
+    """A running endpoint: ``host`` and ``port`` are where it listens (the actual port for ``:0``)."""
+
+    def __init__(self, httpd: _Server) -> None:
+        self._httpd = httpd
+        self.host, self.port = str(httpd.server_address[0]), int(httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        """Stop serving and release the port; returns within about 0.1 s."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()
+
+
+async def start_metrics_server(
+    listen: str,
+    state: MetricsState,
+    *,
+    stale_after: float = STALE_AFTER,
+    registry: CollectorRegistry | None = None,
+) -> MetricsServer | None:
+    """Serve ``state`` on ``listen`` ("host:port"; ``""`` disables the endpoint and returns None).
+
+    ``stale_after``: seconds without :meth:`MetricsState.heartbeat` after which ``/healthz`` answers 503.
+    ``registry`` defaults to :func:`build_registry` of ``state``. Raises :class:`MetricsError` with one line
+    when the address is malformed, in use, or cannot be bound.
+    """
+    if not listen:
+        return None
+    host, port = parse_listen(listen)
+    server_class = _Server6 if ":" in host else _Server
+    try:
+        httpd = server_class((host, port), _Handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise MetricsError(f"metrics.listen {listen}: address already in use") from None
+        raise MetricsError(f"metrics.listen {listen}: cannot listen: {exc.strerror or exc}") from None
+    httpd.set_app(_app(state, registry or build_registry(state), stale_after))
+    return MetricsServer(httpd)

@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
+from watcher.alerts.config import AlertConfig
 from watcher.errors import ConfigError
 from watcher.units import Duration, Size
 
@@ -182,6 +183,7 @@ class Settings(BaseSettings):
     checks: list[AnyCheckConfig] = Field(default_factory=list)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)  # type: ignore[arg-type]
     gates: list[GateConfig] = Field(default_factory=list)
+    alerts: list[AlertConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -189,6 +191,7 @@ class Settings(BaseSettings):
         hosts = _unique("host", [h.name for h in self.hosts])
         databases = _unique("clickhouse", [c.name for c in self.clickhouse])
         _unique("check", [c.name for c in self.checks])
+        _unique("alert sink", [a.name for a in self.alerts])
         for ch in self.clickhouse:
             if ch.via_host is not None and ch.via_host not in hosts:
                 raise ValueError(f"clickhouse {ch.name!r}: via_host {ch.via_host!r} is not a configured host")

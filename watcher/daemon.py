@@ -73,12 +73,12 @@ class Daemon:
     def __init__(self, settings: Settings, store: Store, hosts: Sequence[HostConfig] | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.outbox = Outbox(store)
+        self.metrics = MetricsState()
+        self.outbox = Outbox(store, settings.alerts, self.metrics)
         hygiene = Hygiene(settings.hygiene)
         self._transports: dict[str, Transport] = {}
         self.clickhouse = ClickHouseHandles(settings, self._transports)
         self.breaches = BreachTracker(settings.probes)
-        self.metrics = MetricsState()
         self.watches = [self._watch(host, hygiene) for host in (settings.hosts if hosts is None else hosts)]
         self._slots = asyncio.Semaphore(settings.watcher.max_concurrency)
         self.metrics.set_hosts([w.host.name for w in self.watches])
@@ -93,10 +93,10 @@ class Daemon:
         )
 
     async def once(self) -> list[CycleOutcome]:
-        """One cycle of every host, with every side effect."""
+        """One cycle of every host, with every side effect; then one delivery round per sink."""
         await self.outbox.flush()
         outcomes = list(await asyncio.gather(*(self._cycle(w) for w in self.watches)))
-        await self.outbox.flush()
+        await self.outbox.drain()
         return outcomes
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -115,6 +115,7 @@ class Daemon:
     async def _run(self, stop: asyncio.Event) -> None:
         await self.outbox.flush()  # what a previous run committed but could not deliver
         loops = [asyncio.create_task(self._loop(w, stop), name=f"host:{w.host.name}") for w in self.watches]
+        delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")
         summary = asyncio.create_task(self._summaries(stop), name="summary")
         log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
         await stop.wait()
@@ -123,12 +124,13 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         summary.cancel()
-        await asyncio.gather(summary, return_exceptions=True)
+        await asyncio.gather(summary, delivery, return_exceptions=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
     async def close(self) -> None:
+        await self.outbox.close()
         await self.clickhouse.close()
         await asyncio.gather(*(w.close() for w in self.watches), return_exceptions=True)
 

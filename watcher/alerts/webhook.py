@@ -1,0 +1,108 @@
+"""The webhook sink: one JSON POST per batch of events, signed with HMAC-SHA256 when a secret is set.
+
+The request
+-----------
+
+``POST <url>`` with ``Content-Type: application/json`` and this body (UTF-8)::
+
+    {
+      "schema_version": 1,
+      "events": [
+        {"id": "phase.completed:…",     # idempotency key: the same on every retry and restart
+         "event": "phase.completed",   # or check.failed, host.down, probe.breach, gate.held, …
+         "host": "gpu-01",
+         "group": "train",             # null for host-wide events
+         "at": "2024-05-01T12:00:00+00:00",
+         "severity": "warning",        # info | warning | critical
+         "summary": "gpu-01/train: phase failed, …",
+         …}                            # the rest of the event's data, flat (see watcher/events.py)
+      ]
+    }
+
+A batch is delivered at least once: a receiver that must not act twice keeps the ``id`` values it has seen.
+``schema_version`` changes only when a field changes meaning or disappears; new fields may appear at any time.
+
+Headers:
+
+``X-Pueue-Watcher-Event-Ids``
+    The batch's event ids, comma-separated, each percent-encoded (RFC 3986) where it holds a comma, a
+    space or a non-ASCII character. A receiver can acknowledge or deduplicate without parsing the body.
+``X-Pueue-Watcher-Timestamp``
+    When the request was signed, in whole seconds since the Unix epoch (only with a secret).
+``X-Pueue-Watcher-Signature``
+    ``sha256=`` + the lowercase hex HMAC-SHA256, keyed with the secret (its UTF-8 bytes), of
+    ``f"{timestamp}.".encode() + body``: the timestamp header, a dot, then the exact body bytes as received
+    (only with a secret).
+
+To verify: recompute the HMAC over the raw body (before any JSON parsing), compare with
+``hmac.compare_digest``, and refuse a timestamp more than a few minutes away from the receiver's clock, so
+that a captured request cannot be replayed later. A retried batch is signed again with a new timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from watcher.alerts._http import HttpTarget
+from watcher.alerts.config import WebhookConfig
+from watcher.phases.records import Event
+
+SCHEMA_VERSION = 1
+
+# Everything an event id is made of in practice stays readable; a comma (the separator), whitespace and
+# non-ASCII are percent-encoded, so the header is always one valid ASCII line.
+_ID_SAFE = "/:@!$&'()*+;=-._~#[]"
+
+
+def body(events: Sequence[Event]) -> bytes:
+    """The exact bytes POSTed (compact JSON)."""
+    return msgspec.json.encode({"schema_version": SCHEMA_VERSION, "events": [e.to_dict() for e in events]})
+
+
+def signature(secret: str, timestamp: int, content: bytes) -> str:
+    """``sha256=<hex>`` of ``f"{timestamp}.".encode() + content``, keyed with ``secret``."""
+    signed = f"{timestamp}.".encode() + content
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+class WebhookSink:
+    kind = "webhook"
+
+    def __init__(
+        self,
+        config: WebhookConfig,
+        client: httpx.AsyncClient | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self._secret = config.secret
+        self._clock = clock
+        secrets = [config.secret] if config.secret is not None else []
+        self._target = HttpTarget(f"webhook {config.name!r}", config.url, config.timeout, client, secrets)
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        content = body(events)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Pueue-Watcher-Event-Ids": ",".join(quote(e.id, safe=_ID_SAFE) for e in events),
+        }
+        if self._secret is not None:
+            timestamp = int(self._clock())
+            headers["X-Pueue-Watcher-Timestamp"] = str(timestamp)
+            headers["X-Pueue-Watcher-Signature"] = signature(
+                self._secret.get_secret_value(), timestamp, content
+            )
+        await self._target.post(content, headers)
+
+    async def close(self) -> None:
+        await self._target.close()

@@ -151,3 +151,32 @@ def test_prometheus_scrapes_the_daemon(tmp_path: Path, sshd_factory: SSHFactory,
         daemon.stop()
         host.finish("long")
     assert os.path.exists(tmp_path / "m.db")
+
+
+def test_host_down_and_up_fire_once_each(tmp_path: Path, client_keys: object, host: SimHost) -> None:
+    """A host that fails 3 polls in a row is reported down once; once it answers again, up once."""
+    from tests.harness.sshd import SSHServer
+
+    server = SSHServer(tmp_path / "late-sshd", client_keys, sim_env(host))  # type: ignore[arg-type]
+    entry = ssh_entry("bigblack", server, host)
+    config = tmp_path / "d.toml"
+    config.write_text(
+        f'[watcher]\nstate_path = "{tmp_path / "d.db"}"\npoll_interval = "0.5s"\nconnect_timeout = "2s"\n'
+        '[metrics]\nlisten = ""\n[[hosts]]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items())
+    )
+    daemon = DaemonProcess(config, tmp_path / "d.log").start()
+    try:
+        daemon.wait_for(lambda: daemon.events("host.down"), timeout=60)
+        daemon.wait_for(lambda: len(daemon.events("cycle")) >= 3)  # still down: no second host.down
+        server.start()
+        daemon.wait_for(lambda: daemon.events("host.up"), timeout=60)
+        daemon.wait_for(lambda: len(daemon.events("cycle")) >= 6)
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+        server.stop()
+    (down,) = daemon.events("host.down")
+    (up,) = daemon.events("host.up")
+    assert down["failures"] == 3
+    assert "connection refused" in down["error"]
+    assert up["id"] == down["id"].replace("host.down:", "host.up:")

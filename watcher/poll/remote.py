@@ -46,38 +46,41 @@ SCRIPT = (
     r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6 o=$7
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
 case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
-echo pueue-watcher-poll 1
-if [ "$o" = 1 ]; then
+b=
+if [ "$o" = 1 ]; then b=$(
 pueue_dir=$d
 """
     + PROBE_SCRIPT
-    + r"""fi
-command -v "$p" >/dev/null 2>&1 || echo nopueue
+    + r""")
+fi
+n=
+command -v "$p" >/dev/null 2>&1 || n=nopueue
 f=
 for x in "$d/state.json.gz" "$d/state.json"; do
 if [ -r "$x" ] && { [ -z "$f" ] || [ "$x" -nt "$f" ]; }; then f=$x; fi
 done
-s=
+s= l=
 if [ -n "$f" ]; then
 s=$(stat -L -c '%s %.9Y %i' "$f" 2>/dev/null || stat -L -f '%z %Fm %i' "$f" 2>/dev/null)
-echo "file ${f##*/} $s"
+l="file ${f##*/} $s"
 fi
 u=down
 i=$(cat "$d/pueue.pid" 2>/dev/null)
 case $i in ''|*[!0-9]*) ;; *) if kill -0 "$i" 2>/dev/null || [ -d "/proc/$i" ]; then u=up; fi;; esac
-echo "daemon $u"
 case $c in
 zstd) if command -v zstd >/dev/null 2>&1; then z="zstd -1 -q -c"; else c=gzip z="gzip -1 -c"; fi;;
 gzip) z="gzip -1 -c";;
 *) c=none z=cat;;
 esac
+t="status $c"
 if [ "$r" = 1 ] && [ -n "$s" ] && [ $u = up ]; then
-if [ "$s" = "$k" ]; then echo unchanged; exit 0; fi
-if [ "$h" = 1 ]; then echo "handoff $f"; exit 0; fi
-case $f in *.gz) echo "state gzip"; exec cat "$f";; esac
-echo "state $c"; exec $z <"$f"
+if [ "$s" = "$k" ]; then t=unchanged
+elif [ "$h" = 1 ]; then t="handoff $f"
+else case $f in *.gz) t="state gzip" z=cat;; *) t="state $c";; esac
 fi
-echo "status $c"
+fi
+printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\n' "$b" "$n" "$l" "$u" "$t"
+case $t in unchanged|handoff*) exit 0;; state*) exec $z <"$f";; esac
 { "$p" status --json; echo "pueue-watcher-rc $?" >&2; } | $z
 """
 )

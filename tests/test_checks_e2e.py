@@ -282,3 +282,68 @@ def test_a_restart_mid_check_reruns_it_once(
     assert watcher("once", "-c", str(config)).returncode == 0
     ((again,),) = [p["checks"] for p in history(config) if p["group"] == "p1"]
     assert again["at"] == check["at"]  # not run a second time
+
+
+def test_two_watchers_one_alertmanager_notification_then_resolved(
+    tmp_path: Path, sshd_factory: SSHFactory, host: SimHost, clickhouse: ClickHouseServer
+) -> None:
+    """Two watcher instances see the same failing check: Alertmanager's receiver gets ONE firing
+    notification; when a later phase passes the check, the alert resolves."""
+    import time
+
+    from tests.harness.alertmanager import Alertmanager
+    from tests.harness.receiver import Receiver
+
+    seed(clickhouse, "ha", negatives=4)
+    server = sshd_factory.start(sim_env(host))
+    with Receiver() as hook:
+        manager = Alertmanager(tmp_path / "am", f"{hook.url}/notify").start()
+        try:
+            configs = []
+            for name in ("a", "b"):  # two instances: the same configuration, each with its own state
+                (tmp_path / name).mkdir()
+                text = _write(tmp_path / name, server, host, clickhouse, "ha").read_text()
+                text += f'[[alerts]]\nname = "am"\nkind = "alertmanager"\nurl = "{manager.url}"\n'
+                path = tmp_path / name / "c.toml"
+                path.write_text(text)
+                configs.append(path)
+
+            def cycle(sim: SimHost, job: str) -> None:
+                task = sim.add_gated(job, group="p1", label=job)
+                for config in configs:
+                    assert watcher("once", "-c", str(config)).returncode == 0
+                sim.finish(job)
+                sim.wait_for_status(task, "Done")
+                for config in configs:
+                    assert watcher("once", "-c", str(config)).returncode == 0
+
+            def notified(alertname: str, status: str) -> list[Any]:
+                return [a for r in hook.requests for a in r.json()["alerts"]
+                        if a["labels"]["alertname"] == alertname and a["status"] == status]  # fmt: skip
+
+            def wait(predicate: Any) -> None:
+                deadline = time.monotonic() + 20
+                while not predicate():
+                    assert time.monotonic() < deadline, hook.requests
+                    time.sleep(0.1)
+
+            cycle(host, "first")
+            wait(lambda: notified("PueueCheckFailing", "firing"))
+            (firing,) = [a for a in manager.alerts() if a["labels"]["alertname"] == "PueueCheckFailing"]
+            assert firing["labels"]["check"] == "volume-not-negative"
+            assert firing["labels"]["host"] == "bigblack"
+            assert firing["labels"]["group"] == "p1"
+            assert firing["labels"]["severity"] == "critical"
+            time.sleep(3)  # more than group_interval: a second notification would have come by now
+            assert len(notified("PueueCheckFailing", "firing")) == 1
+
+            sql(clickhouse, "ALTER TABLE ha.bars DELETE WHERE volume < 0")
+            deadline = time.monotonic() + 20
+            while watcher("check", "--host", "bigblack", "--group", "p1", "-c", str(configs[0])).returncode:
+                assert time.monotonic() < deadline, "the mutation never finished"
+                time.sleep(0.5)
+            cycle(host, "second")
+            wait(lambda: notified("PueueCheckFailing", "resolved"))
+            assert [a for a in manager.alerts() if a["labels"]["alertname"] == "PueueCheckFailing"] == []
+        finally:
+            manager.stop()

@@ -8,12 +8,16 @@ into status ``error``, never ``ok``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from watcher.phases.records import PhaseRecord
+
+if TYPE_CHECKING:
+    from checks.config import CheckConfig
 
 MAX_SAMPLES = 5
 
@@ -120,6 +124,23 @@ def evaluate(violations: float, warn_above: float | None, fail_above: float) -> 
     if warn_above is not None and violations > warn_above:
         return CheckStatus.WARN
     return CheckStatus.OK
+
+
+def measured(
+    check: Check, config: CheckConfig, violations: float, samples: Sequence[Mapping[str, Any]], sql: str,
+    started: float,
+) -> CheckResult:  # fmt: skip
+    """The result of a check that counted ``violations`` (``started``: its ``time.perf_counter()``)."""
+    return CheckResult(
+        name=check.name,
+        kind=check.kind,
+        status=evaluate(violations, config.warn_above, config.fail_above),
+        violations=violations,
+        threshold={"warn_above": config.warn_above, "fail_above": config.fail_above},
+        samples=samples,
+        sql=sql,
+        duration_seconds=time.perf_counter() - started,
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from checks.base import CheckContext, CheckResult, QueryResult, evaluate
+from checks.base import CheckContext, CheckResult, QueryResult, measured
 from checks.clickhouse import queries
 from checks.config import SqlConfig
 
@@ -26,16 +26,7 @@ class CustomSqlCheck:
         clickhouse = await ctx.clickhouse(self.config.clickhouse)
         result = await clickhouse.query(self.config.sql, ctx.params())
         violations, samples = interpret(result)
-        return CheckResult(
-            name=self.name,
-            kind=self.kind,
-            status=evaluate(violations, self.config.warn_above, self.config.fail_above),
-            violations=violations,
-            threshold={"warn_above": self.config.warn_above, "fail_above": self.config.fail_above},
-            samples=samples,
-            sql=self.config.sql,
-            duration_seconds=time.perf_counter() - started,
-        )
+        return measured(self, self.config, violations, samples, self.config.sql, started)
 
 
 def interpret(result: QueryResult) -> tuple[float, list[dict[str, object]]]:

@@ -8,7 +8,6 @@ the timer). :meth:`Alertmanager.start` returns once ``/-/ready`` answers 200.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.services import free_port, require_binary
+from tests.harness.services import free_port, kill, require_binary, terminate
 
 BINARIES = ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 
@@ -101,21 +100,11 @@ class Alertmanager:
             return result
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            self.proc.wait()
+        kill(self.proc)
         self.proc = None
 
     def log_tail(self, size: int = 3000) -> str:

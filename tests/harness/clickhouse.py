@@ -9,7 +9,6 @@ the profile a monitoring user is usually given). :meth:`ClickHouseServer.start` 
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 import urllib.error
@@ -17,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.services import free_port, require_binary
+from tests.harness.services import free_port, kill, require_binary, terminate
 
 SERVER_BINARIES = ("/usr/sbin/clickhouse-server", "clickhouse-server")
 
@@ -143,22 +142,12 @@ class ClickHouseServer:
             return False
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes mid-query, as after a crash."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            self.proc.wait()
+        kill(self.proc)
         self.proc = None
 
     @property

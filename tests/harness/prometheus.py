@@ -6,7 +6,6 @@ instant query through the HTTP API and returns its ``data.result`` vector.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.services import free_port, require_binary
+from tests.harness.services import free_port, require_binary, terminate
 
 PROMETHEUS_BINARIES = ("/usr/bin/prometheus", "prometheus")
 PROMTOOL_BINARIES = ("/usr/bin/promtool", "promtool")
@@ -120,15 +119,7 @@ class PrometheusServer:
         return result
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def log_tail(self, size: int = 2000) -> str:

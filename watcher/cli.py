@@ -20,6 +20,9 @@ EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "standalone", None) is not None:
+        code: int = args.standalone(args)  # `config …`: reads no configuration, or a named file
+        return code
     # Imported here, not at the top: entry() decides about the garbage collector before pydantic loads.
     from watcher.config import load_settings
     from watcher.errors import ConfigError
@@ -79,6 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--group", required=True, metavar="NAME")
     check.add_argument("--json", action="store_true", help="one object per check")
     check.set_defaults(handler=_check)
+
+    health = sub.add_parser(
+        "health", parents=[config], help="check configuration, hosts, ClickHouse, metrics port"
+    )
+    health.set_defaults(handler=_health)
+
+    config_cmd = sub.add_parser("config", help="validate the configuration, or print its schema")
+    config_sub = config_cmd.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    validate = config_sub.add_parser("validate", help="check a configuration file (exit 2 when invalid)")
+    validate.add_argument("file", nargs="?", help="default: the file pueue-watcher would read")
+    validate.set_defaults(standalone=_config_validate)
+    schema = config_sub.add_parser("schema", help="the JSON Schema of the configuration")
+    schema.set_defaults(standalone=_config_schema)
+    docs = config_sub.add_parser("docs", help="the configuration reference (docs/configuration.md)")
+    docs.set_defaults(standalone=_config_docs)
 
     history = sub.add_parser("history", parents=[config], help="list past phases")
     history.add_argument("--host", metavar="NAME")
@@ -197,3 +215,45 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         )
         sys.stdout.write(f"{result.status.value.upper():5}  {result.name}  {detail}\n")
     return max((r.status.severity for r in results), default=0)
+
+
+def _health(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from watcher import logs
+    from watcher.health import run_health
+
+    logs.configure(sys.stderr, level="error")
+    return asyncio.run(run_health(settings, sys.stdout))
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    from watcher.config import find_config, load_settings
+    from watcher.errors import ConfigError
+
+    path = find_config(args.file)
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {exc.source}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    counts = f"{len(settings.hosts)} hosts, {len(settings.checks)} checks, {len(settings.alerts)} sinks"
+    print(f"ok: {path}: {counts}")
+    return EXIT_OK
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from watcher.config import Settings
+
+    sys.stdout.write(json.dumps(Settings.model_json_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
+def _config_docs(args: argparse.Namespace) -> int:
+    from watcher.config_docs import reference
+
+    sys.stdout.write(reference())
+    return EXIT_OK

@@ -31,6 +31,7 @@ from watcher.hygiene import Hygiene
 from watcher.metrics import MetricsError, MetricsState, start_metrics_server
 from watcher.outbox import Outbox
 from watcher.poll.poller import HostPoller
+from watcher.sdnotify import notify, watchdog_interval
 from watcher.store import Store
 from watcher.transport import Transport, open_transport
 from watcher.watch import CycleOutcome, HostWatch
@@ -118,13 +119,17 @@ class Daemon:
         delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")
         summary = asyncio.create_task(self._summaries(stop), name="summary")
         log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
+        # systemd (Type=notify, WatchdogSec=): ready once the first cycles are scheduled. (sdnotify)
+        notify("READY=1")
+        watchdog = asyncio.create_task(self._watchdog(stop), name="watchdog")
         await stop.wait()
+        notify("STOPPING=1")
         done, pending = await asyncio.wait(loops, timeout=self.settings.watcher.grace_period)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         summary.cancel()
-        await asyncio.gather(summary, delivery, return_exceptions=True)
+        await asyncio.gather(summary, delivery, watchdog, return_exceptions=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -148,6 +153,14 @@ class Daemon:
             outcome = await watch.cycle()
         self._stats.add(outcome)
         return outcome
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """``WATCHDOG=1`` every half watchdog timeout, from the event loop: a wedged loop gets restarted."""
+        timeout = watchdog_interval()
+        while timeout is not None and not stop.is_set():
+            notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout / 2)
 
     async def _summaries(self, stop: asyncio.Event) -> None:
         interval = self.settings.watcher.poll_interval

@@ -63,16 +63,24 @@ def _parser() -> argparse.ArgumentParser:
 
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("-c", "--config", metavar="FILE", help="configuration file (see README)")
+    sharded = argparse.ArgumentParser(add_help=False)
+    sharded.add_argument(
+        "--shard", metavar="I/N", help="only the hosts of shard I of N (overrides watcher.shard)"
+    )
 
-    run = sub.add_parser("run", parents=[config], help="watch every host until stopped")
+    run = sub.add_parser("run", parents=[config, sharded], help="watch every host until stopped")
     run.set_defaults(handler=_run)
 
-    status = sub.add_parser("status", parents=[config], help="show every host's queue once (read-only)")
+    status = sub.add_parser(
+        "status", parents=[config, sharded], help="show every host's queue once (read-only)"
+    )
     status.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
 
-    once = sub.add_parser("once", parents=[config], help="one cycle with every side effect, then exit")
+    once = sub.add_parser(
+        "once", parents=[config, sharded], help="one cycle with every side effect, then exit"
+    )
     once.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
     once.add_argument("--json", action="store_true", help="print the events this cycle produced")
     once.set_defaults(handler=_once)
@@ -106,10 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _chosen_hosts(settings: Settings, names: list[str] | None) -> list[HostConfig] | None:
-    """The configured hosts named on the command line (all without names); None and a message if unknown."""
+def _chosen_hosts(
+    settings: Settings, names: list[str] | None, shard: str | None = None
+) -> list[HostConfig] | None:
+    """The configured hosts named on the command line (all without names) of this watcher's shard; None and
+    a message if a name or the shard is wrong."""
+    from watcher.config import watched_hosts
+
+    try:
+        hosts = watched_hosts(settings, shard)
+    except ValueError as exc:
+        print(f"config error: --shard: {exc}", file=sys.stderr)
+        return None
     if not names:
-        return list(settings.hosts)
+        return hosts
     unknown = sorted(set(names) - {h.name for h in settings.hosts})
     if unknown:
         print(
@@ -117,7 +135,7 @@ def _chosen_hosts(settings: Settings, names: list[str] | None) -> list[HostConfi
             file=sys.stderr,
         )
         return None
-    return [h for h in settings.hosts if h.name in names]
+    return [h for h in hosts if h.name in names]
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
@@ -130,7 +148,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     # Nothing on this path logs through structlog (stdout is the JSON document); asyncssh's warnings go to
     # stderr through the standard library.
-    hosts = _chosen_hosts(settings, args.host)
+    hosts = _chosen_hosts(settings, args.host, args.shard)
     if hosts is None:
         return EXIT_CONFIG
 
@@ -157,7 +175,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from watcher.daemon import run_daemon
 
     logs.configure(sys.stdout)
-    return asyncio.run(run_daemon(settings))
+    hosts = _chosen_hosts(settings, None, args.shard)
+    if hosts is None:
+        return EXIT_CONFIG
+    return asyncio.run(run_daemon(settings, hosts))
 
 
 def _once(settings: Settings, args: argparse.Namespace) -> int:
@@ -167,7 +188,7 @@ def _once(settings: Settings, args: argparse.Namespace) -> int:
     from watcher import logs
     from watcher.daemon import run_once
 
-    hosts = _chosen_hosts(settings, args.host)
+    hosts = _chosen_hosts(settings, args.host, args.shard)
     if hosts is None:
         return EXIT_CONFIG
     # With --json, stdout is the list of events; the log goes to stderr.

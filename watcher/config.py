@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
 from watcher.alerts.config import AlertConfig
 from watcher.errors import ConfigError
+from watcher.shard import parse_shard, select
 from watcher.units import Duration, Size
 
 ENV_CONFIG = "PUEUE_WATCHER_CONFIG"
@@ -66,6 +67,18 @@ class WatcherSection(_Section):
     )
     grace_period: Duration = Field(10.0, description="On SIGTERM, how long in-flight polls may finish.")
     down_after: int = Field(3, ge=1, description="Consecutive failed polls before host.down is reported.")
+    shard: str | None = Field(
+        None,
+        description="'i/n': watch only the hosts that hash to shard i of n, so that n watchers split the "
+        "fleet with no overlap and no gap (--shard overrides it).",
+    )
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_shard(value)
+        return value
 
 
 class HygieneSection(_Section):
@@ -286,3 +299,12 @@ def _describe(error: Mapping[str, Any]) -> str:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{where or '(top level)'}: {message}"
+
+
+def watched_hosts(settings: Settings, shard: str | None = None) -> list[HostConfig]:
+    """The hosts this watcher polls: all of them, or those of its shard (``shard`` overrides the file)."""
+    chosen = shard or settings.watcher.shard
+    if chosen is None:
+        return list(settings.hosts)
+    index, count = parse_shard(chosen)
+    return select(settings.hosts, [h.name for h in settings.hosts], index, count)

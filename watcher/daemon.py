@@ -180,7 +180,7 @@ async def open_store(settings: Settings) -> Store | None:
         return None
 
 
-async def run_daemon(settings: Settings) -> int:
+async def run_daemon(settings: Settings, hosts: Sequence[HostConfig] | None = None) -> int:
     store = await open_store(settings)
     if store is None:
         return EXIT_CONFIG
@@ -188,7 +188,7 @@ async def run_daemon(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon(settings, store)
+    daemon = Daemon(settings, store, hosts)
     try:
         await daemon.run(stop)
     except MetricsError as exc:

@@ -140,10 +140,12 @@ class Daemon:
         await asyncio.gather(*(w.close() for w in self.watches), return_exceptions=True)
 
     async def _loop(self, watch: HostWatch, stop: asyncio.Event) -> None:
+        first = True
         while not stop.is_set():
-            await self._cycle(watch)
-            await self.outbox.flush()
-            self.metrics.outbox(await self.store.outbox_depth())
+            outcome = await self._cycle(watch)
+            if outcome.events or first:  # nothing committed, nothing to dispatch: ask the store nothing
+                await self.outbox.flush()
+                first = False
             self.metrics.heartbeat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), watch.interval)

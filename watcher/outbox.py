@@ -82,6 +82,7 @@ class Outbox:
                 await self._store.dispatch(routes)
                 for wake in self._wake.values():
                     wake.set()
+        await self._depth()
         return events
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -141,7 +142,12 @@ class Outbox:
             self._failed(config.name, f"{type(exc).__name__}: {exc}", len(ids), permanent=False)
             return 0, ROUND_BACKOFF
         await self._store.settle_deliveries(config.name, ids, "delivered")
+        await self._depth()
         return len(ids), 0.0
+
+    async def _depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.outbox(await self._store.outbox_depth())
 
     def _failed(self, sink: str, error: str, count: int, *, permanent: bool) -> None:
         log.warning("delivery.failed", sink=sink, events=count, permanent=permanent, error=error)

@@ -11,6 +11,7 @@ SCENARIOS = {
     "latency": "bench.latency",
     "idle": "bench.idle",
     "checks": "bench.checks_10m",
+    "fleet": "bench.fleet",
 }
 
 

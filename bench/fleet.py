@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import best_of, measure, save, table
-from bench.idle import cpu_seconds, rss_bytes, sessions, tree_cpu_seconds
+from bench.idle import cpu_seconds, cycle_totals, rss_bytes, sessions, stop_daemon, tree_cpu_seconds
 from bench.status_large import JQ_FILTER, large_state
 from tests.harness.daemon import DaemonProcess
 from tests.harness.fleet import ssh_entry, write_config
@@ -315,21 +315,9 @@ def steady_state(root: Path, server: SSHServer, hosts: list[Mapping[str, Any]]) 
         window_end = datetime.now(UTC)
         polls = sessions(server) - sessions0
     finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            try:
-                daemon.terminate(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.stop()
-        daemon.stop()
+        stop_daemon(daemon)
     lines = daemon.lines()
-    cycles = [
-        line
-        for line in lines
-        if line.get("event") == "cycle"
-        and window_start <= datetime.fromisoformat(line["timestamp"]) <= window_end
-    ]
-    keys = ("polls", "ok", "failed", "unchanged", "wire_bytes")
-    totals = {k: sum(c.get(k, 0) for c in cycles) for k in keys}
+    _, totals = cycle_totals(lines, window_start, window_end)
     return {
         "hosts": len(hosts),
         "window_seconds": wall,

@@ -123,22 +123,10 @@ def measure(
         sessions_in_window = sessions(server) - sessions_before
         warmup_wall = t0 - began
     finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            try:
-                daemon.terminate(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.stop()
-        daemon.stop()
+        stop_daemon(daemon)
 
     lines = daemon.lines()
-    cycles = [
-        line
-        for line in lines
-        if line.get("event") == "cycle"
-        and window_start <= datetime.fromisoformat(line["timestamp"]) <= window_end
-    ]
-    keys = ("polls", "ok", "failed", "unchanged", "wire_bytes")
-    counted = {k: sum(c.get(k, 0) for c in cycles) for k in keys}
+    cycles, counted = cycle_totals(lines, window_start, window_end)
     seen = {line.get("host") for line in lines if line.get("event") == "phase.recorded"}
     failing = [line for line in lines if line.get("event") == "host.failing"]
     return {
@@ -231,3 +219,26 @@ def run() -> dict[str, Any]:
           "(bash reads ~/.bashrc for ssh commands)")  # fmt: skip
     print(f"results: {save('idle', figures)}")
     return figures
+
+
+def stop_daemon(daemon: DaemonProcess) -> None:
+    """SIGTERM (a clean stop, so that its last lines are written), SIGKILL if it does not go."""
+    if daemon.proc is not None and daemon.proc.poll() is None:
+        try:
+            daemon.terminate(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.stop()
+    daemon.stop()
+
+
+def cycle_totals(
+    lines: list[dict[str, Any]], start: datetime, end: datetime
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The daemon's `cycle` summary lines inside [start, end], and their summed counters."""
+    cycles = [
+        line
+        for line in lines
+        if line.get("event") == "cycle" and start <= datetime.fromisoformat(line["timestamp"]) <= end
+    ]
+    keys = ("polls", "ok", "failed", "unchanged", "wire_bytes")
+    return cycles, {k: sum(c.get(k, 0) for c in cycles) for k in keys}

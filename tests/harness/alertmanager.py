@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.services import free_port, kill, require_binary, terminate
+from tests.harness.services import free_port, http_ok, kill, require_binary, terminate, wait_until_ready
 
 BINARIES = ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 
@@ -77,20 +76,10 @@ class Alertmanager:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"alertmanager did not start on port {self.port}: {self.log_tail()}")
-            time.sleep(0.05)
+        ready = f"{self.url}/-/ready"
+        wait_until_ready(self.proc, lambda: http_ok(ready), timeout, f"alertmanager on port {self.port}",
+                         self.log_tail)  # fmt: skip
         return self
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:  # noqa: S310 - loopback
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts`` (active, silenced, inhibited and unprocessed alerts unless filtered)."""

@@ -10,13 +10,12 @@ the profile a monitoring user is usually given). :meth:`ClickHouseServer.start` 
 from __future__ import annotations
 
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.services import free_port, kill, require_binary, terminate
+from tests.harness.services import free_port, http_ok, kill, require_binary, terminate, wait_until_ready
 
 SERVER_BINARIES = ("/usr/sbin/clickhouse-server", "clickhouse-server")
 
@@ -126,20 +125,10 @@ class ClickHouseServer:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
-        deadline = time.monotonic() + timeout
-        while not self._answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"clickhouse-server did not start on port {self.port}: {self.log_tail()}")
-            time.sleep(0.05)
+        ping = f"{self.url}/ping"
+        wait_until_ready(self.proc, lambda: http_ok(ping), timeout, f"clickhouse-server on port {self.port}",
+                         self.log_tail)  # fmt: skip
         return self
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:  # noqa: S310 - http://127.0.0.1
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def stop(self) -> None:
         terminate(self.proc)

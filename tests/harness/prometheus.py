@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.services import free_port, require_binary, terminate
+from tests.harness.services import free_port, http_ok, require_binary, terminate, wait_until_ready
 
 PROMETHEUS_BINARIES = ("/usr/bin/prometheus", "prometheus")
 PROMTOOL_BINARIES = ("/usr/bin/promtool", "promtool")
@@ -79,20 +79,10 @@ class PrometheusServer:
                 stdout=log,
                 stderr=log,
             )
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus did not become ready on port {self.port}: {self.log_tail()}")
-            time.sleep(0.1)
+        ready = f"{self.url}/-/ready"
+        wait_until_ready(self.proc, lambda: http_ok(ready), timeout, f"prometheus on port {self.port}",
+                         self.log_tail)  # fmt: skip
         return self
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:  # noqa: S310 - loopback
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query: the ``data.result`` list of ``{"metric": {...}, "value": [t, "v"]}``."""

@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,28 @@ def kill(proc: subprocess.Popen[bytes] | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait()
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` (on loopback) answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback test services
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_until_ready(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Callable[[], str],
+) -> None:
+    """Poll ``ready`` until it holds; kill the process and raise with its log if it dies or takes too long."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            kill(proc)
+            raise RuntimeError(f"{what} did not become ready: {log()}")
+        time.sleep(0.05)

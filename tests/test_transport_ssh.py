@@ -98,3 +98,44 @@ def test_ssh_config_alias_and_proxyjump(tmp_path: Path, sshd_factory: SSHFactory
     assert host["groups"][0]["tasks"]["success"] == 1
     jump_log = (jump.root / "sshd.log").read_text()
     assert "Accepted publickey" in jump_log  # the login went through the jump host
+
+
+async def test_unchanged_polls_go_through_one_long_lived_session(
+    tmp_path: Path, sshd_factory: SSHFactory
+) -> None:
+    """After the first full read, an unchanged poll is a request to the host's session (no new SSH session,
+    no login shell); a change, or a lost session, falls back to the one-shot script, and the session reopens."""
+    import re
+    import subprocess
+
+    def sessions() -> int:
+        log = (server.root / "sshd.log").read_bytes()
+        return len(re.findall(rb"Starting session: command", log))
+
+    with sim_host(tmp_path / "h", "v4") as sim:
+        sim.add("true")
+        server = sshd_factory.start(sim_env(sim))
+        entry = ssh_entry("h", server, sim)
+        poller = HostPoller(HostConfig.model_validate(entry), transport_for(entry), timeout=20)
+        try:
+            assert (await poller.poll()).source == "state"
+            unchanged = [await poller.poll() for _ in range(5)]
+            assert [r.source for r in unchanged] == ["unchanged"] * 5
+            assert all(r.probes is not None and r.probes.load1 is not None for r in unchanged)
+            assert all(r.daemon_up for r in unchanged)
+            assert sessions() == 2  # the first full read, then the one session for five polls
+
+            sim.add("true")  # the state file changes
+            changed = await poller.poll()
+            assert changed.ok, changed.error
+            assert changed.source == "state"
+            assert changed.snapshot is not None and len(changed.snapshot.tasks) == 2
+            assert sessions() == 3  # the session said "changed"; the one-shot script fetched the state
+
+            # The session's shell dies on the host: the next poll falls back to the script, then reopens it.
+            subprocess.run(["pkill", "-f", "pueue-watcher-session"], check=True)
+            after = [await poller.poll() for _ in range(3)]
+            assert [r.source for r in after] == ["unchanged"] * 3, [r.error for r in after]
+            assert sessions() <= 5
+        finally:
+            await poller.close()

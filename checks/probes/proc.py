@@ -32,19 +32,23 @@ from watcher.errors import WatcherError
 BEGIN = "probe-begin"
 END = "probe-end"
 
-# What the poll script runs (POSIX sh) to print the block; it expects the shell variable `pueue_dir`.
-# Every command tolerates failure (`|| true`, stderr dropped): on macOS /proc is missing, an old grep finds
-# nothing, and under `set -e` one failing probe must not cost the poll its pueue state.
+# What the poll script runs (POSIX sh) to print the block; it expects the shell variable `pueue_dir`, and
+# takes `pw_os` and `pw_cpus` when set (a long-lived session asks once). The /proc files are read with the
+# shell's own `read`, not cat or grep: a probe then costs the host one process (df), not six. Every step
+# tolerates failure (a test before each read, stderr dropped): on macOS /proc is missing, and under `set -e`
+# one failing probe must not cost the poll its pueue state.
 PROBE_SCRIPT = """\
 echo probe-begin
-echo "uname $(uname -s 2>/dev/null)"
-echo "cpus $(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"
+echo "uname ${pw_os-$(uname -s 2>/dev/null)}"
+echo "cpus ${pw_cpus-$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)}"
 echo --loadavg
-cat /proc/loadavg 2>/dev/null || true
+if [ -r /proc/loadavg ]; then IFS= read -r x </proc/loadavg && printf '%s\\n' "$x"; fi
 echo --meminfo
-grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo 2>/dev/null || true
+if [ -r /proc/meminfo ]; then while IFS= read -r x; do case $x in MemTotal:*|MemAvailable:*|SwapTotal:*|\\
+SwapFree:*) printf '%s\\n' "$x";; esac; done </proc/meminfo; fi
 echo --vmstat
-grep -E '^(pswpin|pswpout) ' /proc/vmstat 2>/dev/null || true
+if [ -r /proc/vmstat ]; then while IFS= read -r x; do case $x in "pswpin "*|"pswpout "*) \\
+printf '%s\\n' "$x";; esac; done </proc/vmstat; fi
 echo --df
 df -Pk "${pueue_dir:-/}" 2>/dev/null || true
 echo probe-end

@@ -23,6 +23,9 @@ class FakeTransport:
             raise answer
         return answer
 
+    async def ask(self, argv: Sequence[str], request: bytes, until: bytes, *, timeout: float) -> bytes | None:
+        return None  # a local command is a cheap fork: no long-lived session
+
     async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
         return host, port
 

@@ -11,7 +11,15 @@ from fnmatch import fnmatchcase
 from checks.probes.proc import ProbeParseError, ProbeSample, parse_block
 from watcher.config import HostConfig
 from watcher.errors import HostError, HostTimeout, PueueParseError
-from watcher.poll.remote import RemoteState, poll_argv, read_output, release
+from watcher.poll.remote import (
+    SESSION_END,
+    RemoteState,
+    poll_argv,
+    read_output,
+    release,
+    session_argv,
+    session_request,
+)
 from watcher.pueue.model import Snapshot
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.transport import Transport
@@ -70,6 +78,7 @@ class HostPoller:
     timeout: float
     _fingerprint: str = field(default="", init=False)
     _snapshot: Snapshot | None = field(default=None, init=False)
+    _requests: int = field(default=0, init=False)
 
     async def poll(self) -> PollResult:
         started = time.monotonic()
@@ -110,9 +119,24 @@ class HostPoller:
     async def _fetch(self) -> RemoteState:
         # Without a snapshot in memory an "unchanged" answer would be useless, so ask for the content.
         known = self._fingerprint if self._snapshot is not None else ""
+        if known:
+            # The usual case, nothing changed: ask the host's long-lived session, if the transport keeps one.
+            answer = await self._ask(known)
+            if answer is not None and answer.kind == "unchanged":
+                return answer
         argv = poll_argv(self.host, known)
         result = await self.transport.run(argv, timeout=self.timeout)
         return read_output(result.stdout, result.stderr, result.exit_status)
+
+    async def _ask(self, known: str) -> RemoteState | None:
+        self._requests += 1
+        token = str(self._requests)
+        request = session_request(self.host, known, token)
+        if request is None:
+            return None
+        until = SESSION_END + token.encode() + b"\n"
+        answer = await self.transport.ask(session_argv(), request, until, timeout=self.timeout)
+        return None if answer is None else read_output(answer, b"", 0)
 
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
         if remote.kind == "unchanged" and self._snapshot is not None:

@@ -42,9 +42,10 @@ MARKER = b"pueue-watcher-poll 1\n"
 # seen last time, $4 compression, $5 1 to allow reading the state file, $6 1 when the watcher runs on the
 # same machine (local transport) and can read the file itself instead of through a pipe, $7 1 to read the
 # host probes (load, memory, swap, disk of the pueue directory) in the same round trip.
-SCRIPT = (
-    r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6 o=$7
-case $p in "~/"*) p=$HOME/${p#"~/"};; esac
+# _HEAD works out what to answer (in $b, $n, $l, $u, $t); the one-shot SCRIPT and the SESSION_SCRIPT below
+# differ only in what they do with it.
+_HEAD = (
+    r"""case $p in "~/"*) p=$HOME/${p#"~/"};; esac
 case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
 b=
 if [ "$o" = 1 ]; then b=$(
@@ -64,8 +65,8 @@ if [ -n "$f" ]; then
 s=$(stat -L -c '%s %.9Y %i' "$f" 2>/dev/null || stat -L -f '%z %Fm %i' "$f" 2>/dev/null)
 l="file ${f##*/} $s"
 fi
-u=down
-i=$(cat "$d/pueue.pid" 2>/dev/null)
+u=down i=
+[ -r "$d/pueue.pid" ] && IFS= read -r i <"$d/pueue.pid"
 case $i in ''|*[!0-9]*) ;; *) if kill -0 "$i" 2>/dev/null || [ -d "/proc/$i" ]; then u=up; fi;; esac
 case $c in
 zstd) if command -v zstd >/dev/null 2>&1; then z="zstd -1 -q -c"; else c=gzip z="gzip -1 -c"; fi;;
@@ -79,11 +80,35 @@ elif [ "$h" = 1 ]; then t="handoff $f"
 else case $f in *.gz) t="state gzip" z=cat;; *) t="state $c";; esac
 fi
 fi
-printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\n' "$b" "$n" "$l" "$u" "$t"
+"""
+)
+SCRIPT = (
+    r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6 o=$7
+"""
+    + _HEAD
+    + r"""printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\n' "$b" "$n" "$l" "$u" "$t"
 case $t in unchanged|handoff*) exit 0;; state*) exec $z <"$f";; esac
 { "$p" status --json; echo "pueue-watcher-rc $?" >&2; } | $z
 """
 )
+
+# A long-lived session (SSH only): one shell per host that answers a poll per request, so that an unchanged
+# queue costs the host neither a new SSH session nor a login shell, only this loop's subshell and two
+# processes (stat, df). A request is eight lines: a token, then $1 to $7 of SCRIPT (no value may hold a
+# newline; session_request checks). The answer is SCRIPT's header, with "changed" in place of anything that
+# would carry a payload, then "pueue-watcher-end TOKEN"; the watcher then fetches the payload with SCRIPT.
+SESSION_SCRIPT = (
+    r"""pw_os=$(uname -s 2>/dev/null) pw_cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)
+while IFS= read -r e && IFS= read -r p && IFS= read -r d && IFS= read -r k && IFS= read -r c &&
+IFS= read -r r && IFS= read -r h && IFS= read -r o; do (
+"""
+    + _HEAD
+    + r"""case $t in unchanged) ;; *) t=changed;; esac
+printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\npueue-watcher-end %s\n' "$b" "$n" "$l" "$u" "$t" "$e"
+) </dev/null; done
+"""
+)
+SESSION_END = b"pueue-watcher-end "
 
 
 # Hygiene: `pueue clean` for each named group, in one round trip. $1 pueue, $2 "all" or "successful", then the
@@ -145,6 +170,20 @@ def poll_argv(host: HostConfig, known: str) -> list[str]:
             host.remote_compression, read_state, handoff, probes]  # fmt: skip
 
 
+def session_argv() -> list[str]:
+    """The command that starts a host's long-lived poll session."""
+    return ["sh", "-c", SESSION_SCRIPT, "pueue-watcher-session"]
+
+
+def session_request(host: HostConfig, known: str, token: str) -> bytes | None:
+    """One request to the session: the token, then SCRIPT's arguments, a line each. None when a value holds
+    a newline (it cannot travel as a line): such a host is polled with SCRIPT alone."""
+    values = [token, *poll_argv(host, known)[4:]]
+    if any("\n" in v or "\r" in v for v in values):
+        return None
+    return ("\n".join(values) + "\n").encode()
+
+
 _RC = re.compile(rb"pueue-watcher-rc (\d+)\s*$")
 
 
@@ -169,7 +208,7 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
             raise BadPollOutput(f"the poll output ends early (exit {exit_status}): {pueue_error(stderr)}")
         word, *rest = stdout[pos:end].decode("utf-8", "replace").split(" ")
         pos = end + 1
-        if word in ("unchanged", "state", "status", "handoff"):
+        if word in ("unchanged", "changed", "state", "status", "handoff"):
             kind = word
         fields[word] = rest
     encoding = fields[kind][0] if fields[kind] and kind != "handoff" else "none"

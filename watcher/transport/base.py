@@ -29,6 +29,13 @@ class Transport(Protocol):
         cannot be reached or the command outlives ``timeout`` seconds."""
         ...
 
+    async def ask(self, argv: Sequence[str], request: bytes, until: bytes, *, timeout: float) -> bytes | None:
+        """Send ``request`` to a long-lived process started with ``argv`` (started on first use and kept
+        open) and return what it prints up to and including ``until``. None when this transport keeps no
+        such process, or the process was lost (the caller then runs its one-shot command, which reconnects);
+        a :class:`~watcher.errors.HostTimeout` when no answer comes within ``timeout`` seconds."""
+        ...
+
     async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
         """An address on this machine that reaches ``host:port`` as seen from the watched host (an SSH
         tunnel over the existing connection; the same address for the local transport)."""

@@ -43,6 +43,9 @@ class LocalTransport:
         assert proc.returncode is not None
         return CommandResult(exit_status=proc.returncode, stdout=stdout, stderr=stderr)
 
+    async def ask(self, argv: Sequence[str], request: bytes, until: bytes, *, timeout: float) -> bytes | None:
+        return None  # a local command is a cheap fork: no long-lived session
+
     async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
         return host, port
 

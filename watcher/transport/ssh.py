@@ -38,6 +38,9 @@ class SSHTransport:
         self._lock = asyncio.Lock()
         # Tunnels live on one connection: (connection, target) → the local listener.
         self._forwards: dict[tuple[str, int], tuple[asyncssh.SSHClientConnection, asyncssh.SSHListener]] = {}
+        # The long-lived session of `ask`, and the connection it runs on.
+        self._session: tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientProcess[bytes]] | None = None
+        self._session_lock = asyncio.Lock()
 
     @property
     def where(self) -> str:
@@ -63,6 +66,41 @@ class SSHTransport:
             await self._drop()
             raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
 
+    async def ask(self, argv: Sequence[str], request: bytes, until: bytes, *, timeout: float) -> bytes | None:
+        """One request to the session process, opened on the current connection when there is none. Only an
+        existing connection is used: connecting (and reconnecting) is left to :meth:`run`."""
+        async with self._session_lock:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                self._close_session()
+                return None
+            try:
+                async with asyncio.timeout(timeout):
+                    if self._session is None or self._session[0] is not conn:
+                        self._close_session()
+                        process = await conn.create_process(
+                            shlex.join(argv), encoding=None, stderr=asyncssh.DEVNULL
+                        )
+                        self._session = (conn, process)
+                    process = self._session[1]
+                    process.stdin.write(request)
+                    return await process.stdout.readuntil(until)
+            except TimeoutError:
+                self._close_session()
+                reason = f"no answer from the poll session within {timeout:.3g}s"
+                raise HostTimeout(f"{self.where}: {reason}") from None
+            except (asyncssh.Error, asyncio.IncompleteReadError, BrokenPipeError, OSError):
+                self._close_session()
+                return None
+            except asyncio.CancelledError:
+                self._close_session()
+                raise
+
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session[1].close()
+
     async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
         """A local port forwarded to ``host:port`` through this host (``ssh -L``), kept for later calls and
         opened again when the connection was replaced."""
@@ -82,6 +120,7 @@ class SSHTransport:
         for _, listener in self._forwards.values():
             listener.close()
         self._forwards.clear()
+        self._close_session()
         await self._drop()
 
     async def _run(

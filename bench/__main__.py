@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 SCENARIOS = {
+    "parse": "bench.parse",
     "status": "bench.status_large",
     "transfer": "bench.transfer",
     "latency": "bench.latency",

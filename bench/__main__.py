@@ -1,9 +1,14 @@
-"""``python -m bench [SCENARIO ...]``: run the named scenarios (all by default) and print their figures."""
+"""``python -m bench [SCENARIO ...]``: run the named scenarios and print their figures.
+
+With no name, the fleet suite runs: ``parse`` and ``fleet`` (the parse, the 200-host cycles, the large host
+and the 10-minute steady state), in under 15 minutes on a 2-core machine. ``all`` runs every scenario.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import time
 
 SCENARIOS = {
     "parse": "bench.parse",
@@ -14,15 +19,21 @@ SCENARIOS = {
     "checks": "bench.checks_10m",
     "fleet": "bench.fleet",
 }
+SUITE = ["parse", "fleet"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], help="default: all")
+    parser.add_argument(
+        "scenarios", nargs="*", choices=[*SCENARIOS, "all", []], help=f"default: {' '.join(SUITE)}"
+    )
     args = parser.parse_args()
-    for name in args.scenarios or list(SCENARIOS):
+    names = list(SCENARIOS) if "all" in args.scenarios else args.scenarios or SUITE
+    started = time.monotonic()
+    for name in names:
         print(f"\n== {name} ==", flush=True)
         importlib.import_module(SCENARIOS[name]).run()
+    print(f"\n{' '.join(names)}: {(time.monotonic() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The one command a poll runs on a host, and the reader of what it prints.
 
-A poll is one round trip: ``sh -c SCRIPT pueue-watcher PUEUE DIR KNOWN COMPRESSION READ_STATE``. Every
+A poll is one round trip: ``sh -c SCRIPT pueue-watcher PUEUE DIR KNOWN COMPRESSION READ_STATE ...``. Every
 configured value travels as a separate, quoted argument; the script itself is a constant, so no remote or
-configured text is ever spliced into shell code.
+configured text is ever spliced into shell code. Over SSH, once a host's state is known, the poll first asks
+the host's long-lived SESSION_SCRIPT (same header, no payload) and runs SCRIPT only when that answers
+"changed".
 
 The script prints a header of short text lines, then the payload:
 
@@ -184,7 +186,8 @@ def session_request(host: HostConfig, known: str, token: str) -> bytes | None:
     return ("\n".join(values) + "\n").encode()
 
 
-_RC = re.compile(rb"pueue-watcher-rc (\d+)\s*$")
+_RC = re.compile(rb"pueue-watcher-rc ([0-9]{1,10})\s*$")  # bounded: int() refuses 4300 digits
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_status: int) -> RemoteState:
@@ -217,7 +220,8 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
     if file_fields:
         state_file = file_fields[0]
         fingerprint = " ".join(file_fields[1:])
-        size = int(file_fields[1]) if len(file_fields) > 1 and file_fields[1].isdigit() else None
+        # isdigit() alone also accepts '²' and '٣', which int() refuses.
+        size = int(file_fields[1]) if len(file_fields) > 1 and _DIGITS.fullmatch(file_fields[1]) else None
     pueue_found = "nopueue" not in fields
     if kind == "status":
         _raise_for_pueue(stderr, pueue_found)

@@ -113,7 +113,7 @@ async def test_unchanged_polls_go_through_one_long_lived_session(
         return len(re.findall(rb"Starting session: command", log))
 
     with sim_host(tmp_path / "h", "v4") as sim:
-        sim.add("true")
+        sim.add("true", stashed=True)  # stashed: it never runs, so only the test changes the state file
         server = sshd_factory.start(sim_env(sim))
         entry = ssh_entry("h", server, sim)
         poller = HostPoller(HostConfig.model_validate(entry), transport_for(entry), timeout=20)
@@ -125,7 +125,7 @@ async def test_unchanged_polls_go_through_one_long_lived_session(
             assert all(r.daemon_up for r in unchanged)
             assert sessions() == 2  # the first full read, then the one session for five polls
 
-            sim.add("true")  # the state file changes
+            sim.add("true", stashed=True)  # the state file changes
             changed = await poller.poll()
             assert changed.ok, changed.error
             assert changed.source == "state"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import pytest
 
 from tests.conftest import SSHFactory
 from tests.harness.fleet import sim_env, sim_host, ssh_entry, watcher, write_config
+from tests.harness.sshd import SSHServer
 from watcher.config import HostConfig
 from watcher.errors import HostKeyRejected
 from watcher.poll.poller import HostPoller
@@ -100,13 +102,26 @@ def test_ssh_config_alias_and_proxyjump(tmp_path: Path, sshd_factory: SSHFactory
     assert "Accepted publickey" in jump_log  # the login went through the jump host
 
 
+def kill_poll_sessions(server: SSHServer) -> None:
+    """SIGKILL the poll-session shells of this server (not those of other tests on the machine)."""
+    import signal
+
+    from tests.harness.sshd import _descendants
+
+    assert server.proc is not None
+    for pid in _descendants(server.proc.pid):
+        with contextlib.suppress(OSError):
+            if b"pueue-watcher-session" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
 async def test_unchanged_polls_go_through_one_long_lived_session(
     tmp_path: Path, sshd_factory: SSHFactory
 ) -> None:
-    """After the first full read, an unchanged poll is a request to the host's session (no new SSH session,
-    no login shell); a change, or a lost session, falls back to the one-shot script, and the session reopens."""
+    """After the first full read, an unchanged poll is a request to the host's session (no new SSH
+    session, no login shell); a change, or a lost session, falls back to the one-shot script, and the
+    session reopens."""
     import re
-    import subprocess
 
     def sessions() -> int:
         log = (server.root / "sshd.log").read_bytes()
@@ -133,7 +148,7 @@ async def test_unchanged_polls_go_through_one_long_lived_session(
             assert sessions() == 3  # the session said "changed"; the one-shot script fetched the state
 
             # The session's shell dies on the host: the next poll falls back to the script, then reopens it.
-            subprocess.run(["pkill", "-f", "pueue-watcher-session"], check=True)
+            kill_poll_sessions(server)
             after = [await poller.poll() for _ in range(3)]
             assert [r.source for r in after] == ["unchanged"] * 3, [r.error for r in after]
             assert sessions() <= 5

@@ -1,0 +1,33 @@
+"""Fixtures of the fault suite, and its printed summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.ledger import Ledger
+
+_LEDGER = Ledger()
+SUMMARY = Path(__file__).resolve().parents[2] / "build" / "faults-summary.json"
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    return _LEDGER
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _LEDGER.faults and not _LEDGER.hostile_inputs_tried:
+        return
+    terminalreporter.section("fault injection summary")
+    terminalreporter.write_line(_LEDGER.summary_line())
+    by_kind: dict[str, list[int]] = {}
+    for entry in _LEDGER.faults:
+        counts = by_kind.setdefault(str(entry["fault"]), [0, 0])
+        counts[0] += int(str(entry["count"]))
+        counts[1] += int(str(entry["count"])) if entry["survived"] else 0
+    for kind, (injected, survived) in sorted(by_kind.items()):
+        terminalreporter.write_line(f"  {kind}: {survived}/{injected} survived")
+    _LEDGER.write(SUMMARY)
+    terminalreporter.write_line(f"written to {SUMMARY}")

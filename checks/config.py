@@ -35,7 +35,7 @@ class CheckConfig(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a check name (letters, digits, . _ -; at most 64)")
         return value
 

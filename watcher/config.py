@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from checks.clickhouse.identifiers import identifier
 from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
 from watcher.alerts.config import AlertConfig
 from watcher.errors import ConfigError
@@ -138,7 +139,7 @@ class HostConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a host name (letters, digits, . _ @ : + -; at most 64)")
         return value
 
@@ -178,6 +179,11 @@ class ClickHouseConfig(_Section):
     max_execution_time: Duration = Field(60.0, description="ClickHouse's own limit on each check query.")
     max_threads: int = Field(2, ge=1, description="So that a check never starves the production server.")
     connect_timeout: Duration = 10.0
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        return identifier(value)  # what a check's `database.table` may name, no more
 
 
 class Settings(BaseSettings):

@@ -39,6 +39,7 @@ from watcher.watch import CycleOutcome, HostWatch
 log = structlog.get_logger("watcher")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+STORE_RETRY = (1.0, 60.0)  # the first and the longest wait before opening a temporarily unusable store again
 
 
 @dataclass(slots=True)
@@ -143,7 +144,8 @@ class Daemon:
         first = True
         while not stop.is_set():
             outcome = await self._cycle(watch)
-            if outcome.events or first:  # nothing committed, nothing to dispatch: ask the store nothing
+            # Nothing committed, nothing to dispatch: ask the store nothing (unless a flush failed).
+            if outcome.events or first or self.outbox.undispatched:
                 await self.outbox.flush()
                 first = False
             self.metrics.heartbeat()
@@ -174,22 +176,42 @@ class Daemon:
             log.info("cycle", seconds=round(time.monotonic() - started, 1), **self._stats.summary())
 
 
-async def open_store(settings: Settings) -> Store | None:
-    try:
-        return await Store.open(settings.watcher.state_path)
-    except StoreError as exc:
-        log.error("store.unusable", error=str(exc))
-        return None
+async def open_store(settings: Settings, stop: asyncio.Event | None = None) -> Store | None:
+    """The store, or None after one line saying why not. Given ``stop`` (the daemon), a temporary failure (a
+    full disk, a lock held too long) is retried, with backoff, until it clears or ``stop`` is set."""
+    wait, failing = STORE_RETRY[0], None
+    while True:
+        try:
+            store = await Store.open(settings.watcher.state_path)
+        except StoreError as exc:
+            if exc.permanent or stop is None:
+                log.error("store.unusable", error=str(exc))
+                return None
+            if str(exc) != failing:
+                log.error("store.unavailable", error=str(exc), retry_in=wait)
+            failing = str(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            if stop.is_set():
+                return None
+            wait = min(2 * wait, STORE_RETRY[1])
+            continue
+        if failing is not None:
+            log.info("store.recovered")
+        return store
 
 
 async def run_daemon(settings: Settings, hosts: Sequence[HostConfig] | None = None) -> int:
-    store = await open_store(settings)
-    if store is None:
-        return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    store = await open_store(settings, stop)
+    if store is None:
+        if not stop.is_set():
+            return EXIT_CONFIG
+        log.info("stopped")
+        return EXIT_OK
     daemon = Daemon(settings, store, hosts)
     try:
         await daemon.run(stop)

@@ -16,7 +16,7 @@
         └── BadPollOutput             the remote side answered something we cannot read
 
 Each error says what the caller should do with it: ``temporary`` errors are retried at the next poll
-(with backoff once a later issue adds it); ``permanent`` ones are reported and retried only slowly, since they
+(with backoff: ``watcher/schedule.py``); ``permanent`` ones are reported and retried only slowly, since they
 need a human.
 """
 
@@ -80,7 +80,8 @@ class StoreError(WatcherError):
     """The state database cannot be used: a foreign or corrupt file, a newer schema, a full disk.
 
     ``permanent`` errors (foreign, corrupt, newer) need an operator; the daemon exits 2 without touching the
-    file. Temporary ones (disk full, locked) fail the current write, which is retried at the next cycle."""
+    file. Temporary ones (disk full, locked) fail the current write, which is retried at the next cycle; at
+    start, the daemon waits for them to clear."""
 
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)

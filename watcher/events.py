@@ -110,7 +110,7 @@ def host_down(host: str, since: datetime, failures: int, reason: str | None, err
         None,
         since,
         "critical",
-        f"{host}: down after {failures} failed polls: {error}",
+        f"{host}: down after {failures} failed poll{'s' if failures != 1 else ''}: {error}",
         failures=failures,
         reason=reason,
         error=error,

@@ -51,10 +51,11 @@ def decide(gate: GateConfig, phase: PhaseRecord | None, runs: Sequence[CheckRun]
 async def apply(
     host: HostConfig, transport: Transport, action: GateAction, start: bool, reason: str, timeout: float
 ) -> GateAction:
-    """Run ``pueue start -g G`` or ``pueue pause -g G`` (group names are separate, quoted arguments)."""
+    """Run ``pueue start --group=G`` or ``pueue pause --group=G`` (one separate, quoted argument)."""
     verb = "start" if start else "pause"
     try:
-        answer = await transport.run(pueue_argv(host, verb, "-g", action.start), timeout=timeout)
+        # --group=NAME: pueue would read a name that starts with "-" as an option of its own.
+        answer = await transport.run(pueue_argv(host, verb, f"--group={action.start}"), timeout=timeout)
         if answer.exit_status != 0:
             raise HostError(f"pueue {verb} failed (exit {answer.exit_status}): {pueue_error(answer.stderr)}")
     except HostError as exc:

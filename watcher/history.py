@@ -81,7 +81,7 @@ def history_table(entries: list[PhaseHistory]) -> str:
         completed = p.last_end or p.completed_at
         details = [f"{k}={n}" for k, n in p.counts.items()]
         details += [f"check {c.check}: {c.status}" for c in entry.checks]
-        details += [f"gate {g.start}: {g.status}" for g in entry.gates]
+        details += [f"gate {clean(g.start, 32)}: {g.status}" for g in entry.gates]  # a pueue group's name
         rows.append((
             clean(p.host, 32),
             clean(p.group, 32),

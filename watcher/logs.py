@@ -8,6 +8,23 @@ from typing import TextIO
 
 import structlog
 
+# Characters of one logged value. Group names and labels come from the hosts, and pueue does not bound them:
+# a megabyte-long name would make a megabyte-long line, which journald (LineMax=48K) splits in pieces.
+FIELD_MAX = 2000
+
+
+def _clip(value: object) -> object:
+    return value[:FIELD_MAX] + "…" if isinstance(value, str) and len(value) > FIELD_MAX else value
+
+
+def _clip_long_values(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Cut long strings, alone or in a list (the groups of a clean); a traceback is added after this."""
+    for key, value in event.items():
+        event[key] = [_clip(v) for v in value] if isinstance(value, list) else _clip(value)
+    return event
+
 
 def configure(stream: TextIO | None = None, level: str = "info") -> None:
     """Send log events to ``stream`` (stdout by default). Commands whose stdout is their output
@@ -15,7 +32,8 @@ def configure(stream: TextIO | None = None, level: str = "info") -> None:
     stream = stream or sys.stdout
     renderer: structlog.typing.Processor
     if stream.isatty():
-        renderer = structlog.dev.ConsoleRenderer(colors=True)
+        # repr_native_str: a group name is shown as 'a\x1b[2Jb', never let loose on the terminal.
+        renderer = structlog.dev.ConsoleRenderer(colors=True, repr_native_str=True)
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
@@ -23,6 +41,7 @@ def configure(stream: TextIO | None = None, level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _clip_long_values,
             structlog.processors.format_exc_info,
             renderer,
         ],

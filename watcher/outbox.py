@@ -24,6 +24,7 @@ import tenacity
 
 from watcher.alerts import DeliveryError, Sink, build_sink, wants
 from watcher.alerts.config import AlertConfig, ConsoleConfig
+from watcher.errors import StoreError
 from watcher.metrics import MetricsState
 from watcher.phases.records import Event
 from watcher.store import Store
@@ -35,6 +36,7 @@ ATTEMPTS = 5  # per round; a round that fails leaves the batch pending for the n
 MAX_WAIT = 300.0  # the cap of one wait, Retry-After included
 ROUND_BACKOFF = 30.0  # between two failed rounds of one sink
 IDLE_WAKE = 30.0  # a worker looks for work at least this often
+STORE_RETRY = 5.0  # after the store could not record a round (a full disk): what was sent is sent again
 
 _exponential = tenacity.wait_exponential_jitter(initial=1, max=60, jitter=1)
 
@@ -72,17 +74,28 @@ class Outbox:
         self._client: Any = None
         self._lock = asyncio.Lock()
         self._wake = {config.name: asyncio.Event() for config in self._configs}
+        self._store_error: str | None = None  # the store's failure in force, logged once
+        self.undispatched = False  # a flush failed: committed events wait for the next one
 
     async def flush(self) -> list[Event]:
-        """Dispatch every committed, undispatched event to its sinks; wake their workers."""
-        async with self._lock:
-            events = await self._store.undelivered()
-            if events:
-                routes = {e.id: [c.name for c in self._configs if wants(c, e)] for e in events}
-                await self._store.dispatch(routes)
-                for wake in self._wake.values():
-                    wake.set()
-        await self._depth()
+        """Dispatch every committed, undispatched event to its sinks; wake their workers. When the store
+        cannot record it (a full disk), nothing is dispatched and ``undispatched`` says to flush again."""
+        try:
+            async with self._lock:
+                events = await self._store.undelivered()
+                if events:
+                    routes = {e.id: [c.name for c in self._configs if wants(c, e)] for e in events}
+                    await self._store.dispatch(routes)
+                    for wake in self._wake.values():
+                        wake.set()
+            await self._depth()
+        except StoreError as exc:
+            self.undispatched = True
+            self._store_failed(exc)
+            return []
+        self.undispatched = False
+        if events:  # a write went through: the store works again
+            self._store_error = None
         return events
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -116,7 +129,19 @@ class Outbox:
                 await asyncio.wait_for(wake.wait(), pause)
 
     async def _round(self, config: AlertConfig, attempts: int) -> tuple[int, float]:
-        """Deliver one batch of ``config``'s pending events; (how many were delivered, how long to pause)."""
+        """Deliver one batch of ``config``'s pending events; (how many were delivered, how long to pause).
+        A round the store cannot record stays pending, to be delivered again: a worker must outlive a full
+        disk."""
+        try:
+            done = await self._deliver(config, attempts)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return 0, STORE_RETRY
+        if done[0]:  # a write went through: the store works again
+            self._store_error = None
+        return done
+
+    async def _deliver(self, config: AlertConfig, attempts: int) -> tuple[int, float]:
         events = await self._store.pending_deliveries(config.name, BATCH)
         if not events:
             return 0, IDLE_WAKE
@@ -148,6 +173,11 @@ class Outbox:
     async def _depth(self) -> None:
         if self._metrics is not None:
             self._metrics.outbox(await self._store.outbox_depth())
+
+    def _store_failed(self, exc: StoreError) -> None:
+        if str(exc) != self._store_error:
+            log.error("outbox.store_failed", error=str(exc))
+        self._store_error = str(exc)
 
     def _failed(self, sink: str, error: str, count: int, *, permanent: bool) -> None:
         log.warning("delivery.failed", sink=sink, events=count, permanent=permanent, error=error)

@@ -94,7 +94,7 @@ def _host_block(result: PollResult, now: datetime) -> str:
 def _row(g: GroupProgress) -> tuple[str, ...]:
     return (
         clean(g.name, 40),
-        g.status,
+        clean(g.status, 12),  # pueue's JSON says "Running" or "Paused", but nothing makes a host say so
         str(g.parallel) if g.parallel else "∞",
         f"{bar(g.finished, g.total)} {g.finished}/{g.total}",
         str(g.counts["running"]),
@@ -132,6 +132,7 @@ def human_duration(seconds: float) -> str:
 
 
 def clean(text: str, limit: int = 64) -> str:
-    """Printable characters only (no ANSI escapes, no newlines), clipped to ``limit``."""
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else "?" for ch in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Printable characters only (no ANSI escapes, no newlines, no line or paragraph separator), clipped to
+    ``limit``."""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return "".join("?" if unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" else ch for ch in text)

@@ -6,6 +6,10 @@ none is waiting to start: they are all running) or its ETA is shorter than the i
 about 2.5 KB on the wire and about 5 ms of the watcher's CPU (bench/idle.py); on the host, the poll script
 itself costs about 12 ms of CPU, plus whatever the login shell's startup files do (sshd runs every command
 through the user's shell: a ``~/.bashrc`` that runs ``pyenv init`` or ``conda`` setup adds about 100 ms).
+
+A host whose polls fail is retried with backoff: after ``poll_interval``, then twice and four times as long
+(``BACKOFF_LIMIT``), and no longer than that, so that a dead host costs a fraction of the connection attempts
+and its recovery is still seen within a few intervals.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from watcher.progress import progress
 from watcher.pueue.model import Snapshot
 
 _WAITING = ("queued", "stashed", "locked")
+BACKOFF_LIMIT = 4  # the longest wait between two polls of a failing host, in poll intervals
 
 
 def next_interval(snapshot: Snapshot | None, settings: WatcherSection, now: datetime) -> float:
@@ -30,3 +35,10 @@ def next_interval(snapshot: Snapshot | None, settings: WatcherSection, now: date
         if last_wave or soon:
             return min(settings.fast_interval, settings.poll_interval)
     return settings.poll_interval
+
+
+def retry_interval(failures: int, settings: WatcherSection) -> float:
+    """When to poll a host again after ``failures`` (≥ 1) failed polls in a row: ``poll_interval``, doubled
+    after each further failure, up to ``BACKOFF_LIMIT`` intervals."""
+    doublings = min(max(failures - 1, 0), 8)
+    return settings.poll_interval * min(1 << doublings, BACKOFF_LIMIT)

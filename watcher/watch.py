@@ -35,10 +35,12 @@ from watcher.metrics import MetricsState
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import HostPoller, PollResult
-from watcher.schedule import next_interval
+from watcher.schedule import next_interval, retry_interval
 from watcher.store import CheckRun, CleanRecord, GateAction, Store
 
 log = structlog.get_logger("watcher")
+# The PollResult.reason of HostKeyRejected and AuthenticationFailed: failures that need an operator.
+_NEEDS_AN_OPERATOR = frozenset({"host_key", "auth"})
 
 
 @dataclass(slots=True)
@@ -85,6 +87,10 @@ class HostWatch:
         # known; an unchanged cycle asks the store nothing (bench/idle.py: the queries were 10 % of its CPU).
         self._maybe_checks = self._maybe_gates = True
         self._first_sight = False
+        # The poller holds a snapshot the tracker has not stepped through (the poll after a clean): the next
+        # cycle must look at it even when its poll answers "unchanged".
+        self._unobserved = False
+        self._store_error: str | None = None  # the store's failure in force, logged once (a full disk)
 
     async def cycle(self) -> CycleOutcome:
         result = await self.poller.poll()
@@ -93,36 +99,57 @@ class HostWatch:
         try:
             await self._availability(result, outcome)
         except StoreError as exc:
-            outcome.error = str(exc)
-            log.error("store.write_failed", host=self.host.name, error=str(exc))
+            self._store_failed(outcome, exc)
         if not result.ok or result.snapshot is None:
-            self.interval = self.settings.watcher.poll_interval
+            self._retry_later(result)
             return outcome
         try:
             await self._health(result, outcome)
-            if result.source != "unchanged" or self._tracks is None:
+            if result.source != "unchanged" or self._tracks is None or self._unobserved:
                 await self._observe(result, outcome)
             await self._checks(outcome)
             await self._gates(outcome)
             await self._hygiene(result, outcome)
         except StoreError as exc:
-            # Nothing of this cycle was written. Forget the in-memory tracks: they ran ahead of the store,
-            # and the next cycle starts again from what the store holds, so no completion is lost.
-            self._tracks = None
-            self._maybe_checks = self._maybe_gates = True
-            outcome.error = str(exc)
-            log.error("store.write_failed", host=self.host.name, error=str(exc))
+            self._store_failed(outcome, exc)
         except HostError as exc:
             outcome.error = str(exc)
             log.warning("state.clean_failed", host=self.host.name, error=str(exc))
+        else:
+            if self._store_error is not None:
+                log.info("store.recovered", host=self.host.name)
+                self._store_error = None
         self.interval = next_interval(result.snapshot, self.settings.watcher, result.at)
         return outcome
+
+    def _store_failed(self, outcome: CycleOutcome, exc: StoreError) -> None:
+        """A failed write is retried at the next cycle; it is logged when the store starts failing (or fails
+        differently), not at every cycle while the disk stays full."""
+        # Nothing of the failed write is in the store. Forget the in-memory tracks: they ran ahead of it, and
+        # the next observation starts again from what the store holds (and writes), so no completion is lost.
+        self._tracks = None
+        self._maybe_checks = self._maybe_gates = True
+        outcome.error = str(exc)
+        if str(exc) != self._store_error:
+            log.error("store.write_failed", host=self.host.name, error=str(exc))
+        self._store_error = str(exc)
 
     async def close(self) -> None:
         await self.poller.close()
 
+    def _retry_later(self, result: PollResult) -> None:
+        """Back off while the host fails; each change of the wait is logged (not every failed poll)."""
+        if result.ok:
+            self.interval = self.settings.watcher.poll_interval
+            return
+        wait = retry_interval(self._failures, self.settings.watcher)
+        if self._failures == 1 or wait != self.interval:
+            log.info("poll.backoff", host=self.host.name, failures=self._failures, retry_in=wait)
+        self.interval = wait
+
     async def _availability(self, result: PollResult, outcome: CycleOutcome) -> None:
-        """``host.down`` after ``down_after`` failed polls in a row, once; ``host.up`` once on recovery."""
+        """``host.down`` after ``down_after`` failed polls in a row (at the first for a refused host key or
+        login), once; ``host.up`` once on recovery."""
         if self._down is None:
             last = await self.store.last_event(self.host.name, ("host.down", "host.up"))
             self._down = last if last is not None and last.event == "host.down" else False
@@ -137,7 +164,10 @@ class HostWatch:
         self._failures += 1
         if self._failures == 1:
             self._failing_since = result.at
-        if not self._down and self._failures >= self.settings.watcher.down_after:
+        # A refused host key or login will not heal by itself, and a changed key may be a man in the middle:
+        # say so at once rather than after `down_after` polls.
+        at_once = result.reason in _NEEDS_AN_OPERATOR
+        if not self._down and (at_once or self._failures >= self.settings.watcher.down_after):
             event = host_down(self.host.name, self._failing_since or result.at, self._failures, result.reason,
                               result.error)  # fmt: skip
             await self.store.commit(self.host.name, events=[event])
@@ -173,6 +203,7 @@ class HostWatch:
         snapshot = result.snapshot
         assert snapshot is not None
         tracks = await self._tracks_loaded()
+        self._unobserved = False
         changed: dict[str, bytes | None] = {}
         for group in sorted(set(snapshot.groups) | set(tracks)):
             track = tracks.setdefault(group, GroupTrack())
@@ -286,8 +317,18 @@ class HostWatch:
             return
         # The record first: what the clean removes is on file before it is gone.
         await self.store.record_clean(plan)
-        await self.hygiene.clean(self.host, self.poller.transport, plan, self.settings.watcher.host_timeout)
+        timeout = self.settings.watcher.host_timeout
+        fingerprint = self.poller.fingerprint or ""
+        if not await self.hygiene.clean(self.host, self.poller.transport, plan, timeout, fingerprint):
+            # A task was added or finished since this cycle's poll: cleaning now could remove one that was
+            # never seen. The next cycle sees the change, and plans again.
+            await self.store.record_clean(msgspec.structs.replace(plan, deferred=True))
+            log.info("state.clean_deferred", host=self.host.name, groups=plan.groups)
+            return
         after = await self.poller.poll()
+        # That poll may also have caught changes since this cycle's (a task that finished meanwhile): the
+        # poller now knows them, so its next poll says "unchanged"; step through them then.
+        self._unobserved = True
         done = plan if plan.dry_run else _with_size(plan, after.state_file_bytes)
         await self.store.record_clean(done)
         if not done.dry_run:

@@ -13,7 +13,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 def identifier(value: str) -> str:
     """Validate a column or database name; raise ValueError with a clear message."""
-    if not _IDENTIFIER.match(value):
+    if not _IDENTIFIER.fullmatch(value):  # match() would let a trailing newline through ($)
         raise ValueError(f"{_show(value)} is not a plain SQL identifier (letters, digits and _)")
     return value
 
@@ -21,7 +21,7 @@ def identifier(value: str) -> str:
 def table_name(value: str) -> str:
     """Validate ``table`` or ``database.table``."""
     parts = value.split(".")
-    if len(parts) > 2 or not all(_IDENTIFIER.match(part) for part in parts):
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
         raise ValueError(f"{_show(value)} is not a table name (letters, digits and _; or database.table)")
     return value
 
@@ -32,5 +32,6 @@ def quote(name: str) -> str:
 
 
 def _show(value: str) -> str:
+    """The value as ASCII, so that a look-alike (a Cyrillic "а" in "bаrs") or an invisible character shows."""
     text = value if len(value) <= 60 else value[:60] + "…"
-    return repr(text)
+    return ascii(text)

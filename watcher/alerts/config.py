@@ -40,7 +40,7 @@ class _SinkConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a sink name (letters, digits, . _ -; at most 64)")
         return value
 

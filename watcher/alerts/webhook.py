@@ -27,6 +27,8 @@ Headers:
 ``X-Pueue-Watcher-Event-Ids``
     The batch's event ids, comma-separated, each percent-encoded (RFC 3986) where it holds a comma, a
     space or a non-ASCII character. A receiver can acknowledge or deduplicate without parsing the body.
+    Left out when it would be longer than 8000 bytes (ids hold group names, which pueue does not bound,
+    and common servers refuse a header line beyond 8 KiB); the body always has the ids.
 ``X-Pueue-Watcher-Timestamp``
     When the request was signed, in whole seconds since the Unix epoch (only with a secret).
 ``X-Pueue-Watcher-Signature``
@@ -59,6 +61,8 @@ SCHEMA_VERSION = 1
 # Everything an event id is made of in practice stays readable; a comma (the separator), whitespace and
 # non-ASCII are percent-encoded, so the header is always one valid ASCII line.
 _ID_SAFE = "/:@!$&'()*+;=-._~#[]"
+# Apache refuses a header line beyond 8190 bytes (LimitRequestFieldSize), nginx beyond its 8 KiB buffers.
+_IDS_HEADER_MAX = 8000
 
 
 def body(events: Sequence[Event]) -> bytes:
@@ -92,10 +96,10 @@ class WebhookSink:
         if not events:
             return
         content = body(events)
-        headers = {
-            "Content-Type": "application/json",
-            "X-Pueue-Watcher-Event-Ids": ",".join(quote(e.id, safe=_ID_SAFE) for e in events),
-        }
+        headers = {"Content-Type": "application/json"}
+        ids = ",".join(quote(e.id, safe=_ID_SAFE) for e in events)
+        if len(ids) <= _IDS_HEADER_MAX:
+            headers["X-Pueue-Watcher-Event-Ids"] = ids
         if self._secret is not None:
             timestamp = int(self._clock())
             headers["X-Pueue-Watcher-Timestamp"] = str(timestamp)

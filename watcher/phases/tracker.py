@@ -47,7 +47,14 @@ def micros(moment: datetime) -> int:
 
 
 def from_micros(value: int) -> datetime:
+    """The inverse of :func:`micros`. An instant that datetime cannot hold in UTC (a hostile
+    ``0001-01-01T00:00:00+14:00`` is still valid RFC 3339) is clamped to datetime's range."""
+    value = min(max(value, _MIN_MICROS), _MAX_MICROS)
     return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+_MIN_MICROS = micros(datetime.min.replace(tzinfo=UTC))
+_MAX_MICROS = micros(datetime.max.replace(tzinfo=UTC))
 
 
 class Member(msgspec.Struct, array_like=True, gc=False):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import shlex
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from checks.probes.proc import PROBE_SCRIPT
 from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, PueueUnavailable
+from watcher.transport.base import CHUNK, MAX_ANSWER_BYTES
 
 MARKER = b"pueue-watcher-poll 1\n"
 
@@ -46,10 +48,22 @@ MARKER = b"pueue-watcher-poll 1\n"
 # host probes (load, memory, swap, disk of the pueue directory) in the same round trip.
 # _HEAD works out what to answer (in $b, $n, $l, $u, $t); the one-shot SCRIPT and the SESSION_SCRIPT below
 # differ only in what they do with it.
+# $d is pueue's directory as configured ('' = pueue's default); afterwards, the path itself.
+_PUEUE_DIR = r"""case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
+"""
+# The state file pueue wrote last ($f: state.json.gz or state.json, '' for none) and its fingerprint ($s:
+# "size mtime inode", '' for none).
+_STATE_FILE = r"""f= s=
+for x in "$d/state.json.gz" "$d/state.json"; do
+if [ -r "$x" ] && { [ -z "$f" ] || [ "$x" -nt "$f" ]; }; then f=$x; fi
+done
+[ -n "$f" ] && s=$(stat -L -c '%s %.9Y %i' "$f" 2>/dev/null || stat -L -f '%z %Fm %i' "$f" 2>/dev/null)
+"""
 _HEAD = (
     r"""case $p in "~/"*) p=$HOME/${p#"~/"};; esac
-case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
-b=
+"""
+    + _PUEUE_DIR
+    + r"""b=
 if [ "$o" = 1 ]; then b=$(
 pueue_dir=$d
 """
@@ -58,15 +72,10 @@ pueue_dir=$d
 fi
 n=
 command -v "$p" >/dev/null 2>&1 || n=nopueue
-f=
-for x in "$d/state.json.gz" "$d/state.json"; do
-if [ -r "$x" ] && { [ -z "$f" ] || [ "$x" -nt "$f" ]; }; then f=$x; fi
-done
-s= l=
-if [ -n "$f" ]; then
-s=$(stat -L -c '%s %.9Y %i' "$f" 2>/dev/null || stat -L -f '%z %Fm %i' "$f" 2>/dev/null)
-l="file ${f##*/} $s"
-fi
+"""
+    + _STATE_FILE
+    + r"""l=
+[ -n "$f" ] && l="file ${f##*/} $s"
 u=down i=
 [ -r "$d/pueue.pid" ] && IFS= read -r i <"$d/pueue.pid"
 case $i in ''|*[!0-9]*) ;; *) if kill -0 "$i" 2>/dev/null || [ -d "/proc/$i" ]; then u=up; fi;; esac
@@ -113,19 +122,49 @@ printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\npueue-watcher-end %s\n'
 SESSION_END = b"pueue-watcher-end "
 
 
-# Hygiene: `pueue clean` for each named group, in one round trip. $1 pueue, $2 "all" or "successful", then the
-# groups. Each group name is its own argument; nothing is spliced into the script.
-CLEAN_SCRIPT = r"""p=$1 m=$2
-shift 2
+# Hygiene: `pueue clean` for each named group, in one round trip. $1 pueue, $2 "all" or "successful", $3 the
+# pueue directory, $4 the state file's fingerprint the plan was made from ('' when unknown), then the groups.
+# Each group name is its own argument; nothing is spliced into the script. A name is attached to its option
+# (`--group=NAME`): pueue (clap) would read a name that starts with "-" as an option of its own.
+# When the state file changed since the plan (a task was added, or finished, meanwhile), nothing is cleaned
+# and the script says so: `pueue clean` would remove a finished task the watcher has never seen. The check
+# narrows that window from the length of a cycle to the few milliseconds until pueue receives the command.
+CLEAN_SCRIPT = (
+    r"""p=$1 m=$2 d=$3 k=$4
+shift 4
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
+"""
+    + _PUEUE_DIR
+    + _STATE_FILE
+    + r"""if [ -n "$k" ] && [ "$s" != "$k" ]; then echo pueue-watcher-clean-deferred; exit 0; fi
 for g do
-if [ "$m" = all ]; then "$p" clean -g "$g" || exit; else "$p" clean -s -g "$g" || exit; fi
+if [ "$m" = all ]; then "$p" clean --group="$g" || exit; else "$p" clean -s --group="$g" || exit; fi
 done
 """
+)
+CLEAN_DEFERRED = b"pueue-watcher-clean-deferred"
+
+# sshd hands the whole remote command to the login shell as one argument, which Linux caps at 128 KiB
+# (MAX_ARG_STRLEN), and a NUL would cut it short: values that cannot travel are left out.
+_ARGUMENTS_BUDGET = 64 * 1024
 
 
-def clean_argv(host: HostConfig, groups: Sequence[str], mode: str) -> list[str]:
-    return ["sh", "-c", CLEAN_SCRIPT, "pueue-watcher-clean", host.pueue, mode, *groups]
+def fitting_arguments(values: Sequence[str], budget: int = _ARGUMENTS_BUDGET) -> list[str]:
+    """The values, in order, that can travel as arguments of one remote command: no NUL, and no more than
+    ``budget`` bytes once quoted, all of them together."""
+    chosen: list[str] = []
+    for value in values:
+        size = len(shlex.quote(value).encode(errors="surrogatepass")) + 1
+        if "\0" not in value and size <= budget:
+            chosen.append(value)
+            budget -= size
+    return chosen
+
+
+def clean_argv(host: HostConfig, groups: Sequence[str], mode: str, fingerprint: str = "") -> list[str]:
+    """The clean of ``groups``, done only while the state file's fingerprint is still ``fingerprint``."""
+    where = [host.pueue, mode, host.pueue_dir or "", fingerprint]
+    return ["sh", "-c", CLEAN_SCRIPT, "pueue-watcher-clean", *where, *groups]
 
 
 # Any other pueue command (`pueue start -g G`, `pueue pause -g G`): the arguments follow the binary.
@@ -155,7 +194,7 @@ class RemoteState:
     wire_bytes: int  # bytes of stdout, as transferred
     probe_text: str | None = None  # the probe block, when probes were asked for
 
-    def payload(self) -> bytes | memoryview:
+    def payload(self) -> bytes | bytearray | memoryview:
         """The JSON document: decompressed, or read from the local file. CPU-heavy for a large state, so
         the poller calls it from a worker thread."""
         if self.kind == "handoff":
@@ -258,7 +297,7 @@ def read_local_state(path: str) -> bytes | memoryview:
         raise BadPollOutput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def release(payload: bytes | memoryview) -> None:
+def release(payload: bytes | bytearray | memoryview) -> None:
     """Unmap a mapped state file now rather than whenever the garbage collector gets to it."""
     if isinstance(payload, memoryview):
         owner = payload.obj
@@ -278,19 +317,34 @@ def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
         raise PueueUnavailable(f"pueue status failed (exit {rc}): {detail}")
 
 
-def _decompress(data: memoryview, encoding: str) -> bytes | memoryview:
+def _decompress(
+    data: memoryview, encoding: str, limit: int = MAX_ANSWER_BYTES
+) -> bytes | bytearray | memoryview:
+    """The payload, decompressed; more than ``limit`` bytes of output (a compression bomb) is refused."""
     try:
         if encoding == "gzip":
-            return zlib.decompress(data, wbits=31)
-        if encoding == "zstd":
+            inflater = zlib.decompressobj(wbits=31)
+            out: bytes | bytearray = inflater.decompress(data, limit + 1)
+        elif encoding == "zstd":
             import zstandard  # only hosts configured for zstd need it
 
-            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            # Read in chunks: the frame's content size is unknown (zstd -c from a pipe), and a bomb must be
+            # stopped after `limit` bytes, not buffered whole.
+            out = bytearray()
+            with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+                while len(out) <= limit and (chunk := reader.read(CHUNK)):
+                    out += chunk
+        elif encoding == "none":
+            return data
+        else:
+            raise BadPollOutput(f"unknown payload encoding {encoding!r}")
+    except BadPollOutput:
+        raise
     except Exception as exc:
         raise BadPollOutput(f"cannot decompress the {encoding} payload: {exc}") from None
-    if encoding != "none":
-        raise BadPollOutput(f"unknown payload encoding {encoding!r}")
-    return data
+    if len(out) > limit:
+        raise BadPollOutput(f"the {encoding} payload decompresses to more than {limit >> 20} MiB")
+    return out
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")

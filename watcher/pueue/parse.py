@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import gc
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from watcher.errors import PueueParseError
 from watcher.pueue.model import BytesLike, Group, Result, Snapshot, Status, Task, state_key
+
+#: pueue (chrono) always writes a UTC offset; a time without one cannot be compared with any other.
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+#: A task id is a Rust usize counted up from 0; ids beyond int64 (msgspec's bound) could not be stored.
+TaskId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class _ResultObject(msgspec.Struct, gc=False):
@@ -35,8 +40,8 @@ class _Body(_ResultObject, gc=False):
     puts the result object itself here (hence the inherited fields). Unknown keys (``previous_status``,
     ``enqueued_at``) are skipped."""
 
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Instant | None = None
+    end: Instant | None = None
     result: Result | _ResultObject | UnsetType = UNSET
 
 
@@ -53,14 +58,14 @@ class _StatusObject(msgspec.Struct, gc=False, forbid_unknown_fields=True):
 
 
 class _Task(msgspec.Struct, gc=False):
-    id: int
-    created_at: datetime
+    id: TaskId
+    created_at: Instant
     group: str
     status: Status | _StatusObject
     label: str | None = None
     # v3 only; v4 keeps these inside the status object. Absent ≠ null: absence tells v4.
-    start: datetime | UnsetType | None = UNSET
-    end: datetime | UnsetType | None = UNSET
+    start: Instant | UnsetType | None = UNSET
+    end: Instant | UnsetType | None = UNSET
 
 
 class _Group(msgspec.Struct):
@@ -136,26 +141,34 @@ def _decode(decoder: msgspec.json.Decoder[Any], data: BytesLike) -> Any:
     except msgspec.ValidationError as exc:
         message = str(exc)
         if message.endswith("`") and "$.tasks[...]" in message:
-            raise PueueParseError(_which_task(data, message)) from None
-        raise PueueParseError(f"unexpected pueue JSON: {message}") from None
+            raise PueueParseError(_cut(_which_task(data, message))) from None
+        raise PueueParseError(_cut(f"unexpected pueue JSON: {message}")) from None
     except msgspec.DecodeError as exc:
         message = str(exc)
         if "truncated" in message:
             message = f"pueue JSON is truncated at byte {len(memoryview(data))}"
-        raise PueueParseError(message) from None
+        raise PueueParseError(_cut(message)) from None
+    except UnicodeDecodeError as exc:
+        # msgspec validates UTF-8 as it decodes a string; pueue (Rust) only ever writes valid UTF-8.
+        raise PueueParseError(f"pueue JSON holds bytes that are not UTF-8: {exc.reason}") from None
+    except RecursionError:
+        # msgspec recurses into every nested value, even one it skips (an unknown field, ``envs``).
+        raise PueueParseError("pueue JSON is nested too deeply") from None
 
 
 def _which_task(data: BytesLike, message: str) -> str:
     """msgspec does not name the map key of a failing task; find it (only on this error path)."""
     try:
         raw_tasks = _raw_tasks_decoder.decode(data).tasks
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         return f"unexpected pueue JSON: {message}"
     for key, raw in raw_tasks.items():
         try:
             _task_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             return f"task {_clip(key)}: {_friendly(str(exc))}"
+        except UnicodeDecodeError:
+            continue  # a Raw keeps its bytes unchecked; this task is not the one msgspec refused
     return f"unexpected pueue JSON: {message}"
 
 
@@ -164,9 +177,9 @@ def _friendly(message: str) -> str:
     what, _, where = message.partition(" - at ")
     if where == "`$.status`" and what.startswith(("Invalid enum value", "Object contains unknown field")):
         name = what.removeprefix("Invalid enum value ").removeprefix("Object contains unknown field ")
-        return f"unknown status {name.strip('`')!r}"
+        return f"unknown status '{_clip(name.strip(chr(96) + chr(39)))}'"
     if where.startswith("`$.status.Done") and what.startswith("Invalid enum value"):
-        return f"unknown result {what.removeprefix('Invalid enum value ').strip(chr(39))!r}"
+        return f"unknown result '{_clip(what.removeprefix('Invalid enum value ').strip(chr(39)))}'"
     return message
 
 
@@ -251,6 +264,11 @@ def _result(done: Result | _Body | UnsetType) -> tuple[Result, int | None]:
         if outcome.FailedToSpawn is not UNSET and outcome.Failed is UNSET:
             return Result.FAILED_TO_SPAWN, None
     raise ValueError("Done holds an unknown result")
+
+
+def _cut(message: str, limit: int = 300) -> str:
+    """An error message of bounded length: msgspec quotes the offending value, which a host may make 1 MB."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _clip(text: str, limit: int = 80) -> str:

@@ -66,6 +66,8 @@ def translate(exc: sqlite3.Error, path: str, doing: str) -> StoreError:
     code = getattr(exc, "sqlite_errorcode", None)
     primary = None if code is None else code & 0xFF  # extended codes keep the primary one in the low byte
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    if code == sqlite3.SQLITE_IOERR_SHMSIZE:  # SQLite's own words are "disk I/O error": say which and why
+        reason = "cannot extend its shared-memory file (-shm): disk full?"
     if primary == sqlite3.SQLITE_NOTADB:
         return StoreError(f"{path}: not a SQLite database; refusing to touch it", permanent=True)
     if primary == sqlite3.SQLITE_CORRUPT:

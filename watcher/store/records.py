@@ -20,6 +20,8 @@ class CleanRecord(msgspec.Struct, frozen=True, kw_only=True):
     bytes_after: int | None
     removed: dict[str, dict[str, int]]  # group -> result -> how many of the removed tasks had it
     failed_labels: dict[str, list[str]]  # group -> labels of the failed tasks the clean removes
+    # Not run: the state file changed between the plan and the clean (watcher/poll/remote.py CLEAN_SCRIPT).
+    deferred: bool = False
 
 
 class CheckRun(msgspec.Struct, frozen=True, kw_only=True):

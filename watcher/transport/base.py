@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from watcher.errors import BadPollOutput
+
 CHUNK = 1 << 20
+# The most a command may print, and the most a payload may decompress to (watcher/poll/remote.py): far above
+# any real pueue state (53,000 tasks are 76 MB), far below what would exhaust the watcher's memory when a
+# host, compromised or broken, sends without end or sends a compression bomb.
+MAX_ANSWER_BYTES = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +56,14 @@ class _ByteStream(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
 
 
-async def read_stream(stream: _ByteStream) -> bytearray:
+async def read_stream(stream: _ByteStream, limit: int | None = None) -> bytearray:
     """Read to EOF into one growing buffer. Joining a list of chunks at the end would need the whole answer
-    twice in memory; a bytearray grows in place (glibc moves large blocks with mremap, without copying)."""
+    twice in memory; a bytearray grows in place (glibc moves large blocks with mremap, without copying).
+    More than ``limit`` bytes (default :data:`MAX_ANSWER_BYTES`) is a :class:`BadPollOutput`."""
+    limit = MAX_ANSWER_BYTES if limit is None else limit
     buffer = bytearray()
     while chunk := await stream.read(CHUNK):
         buffer += chunk
+        if len(buffer) > limit:
+            raise BadPollOutput(f"the host's answer is larger than {limit >> 20} MiB")
     return buffer

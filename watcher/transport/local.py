@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from watcher.errors import HostTimeout, HostUnreachable
+from watcher.errors import HostError, HostTimeout, HostUnreachable
 from watcher.transport.base import CommandResult, read_stream
 
 
@@ -32,12 +32,12 @@ class LocalTransport:
             async with asyncio.timeout(timeout):
                 stdout, stderr = await asyncio.gather(read_stream(proc.stdout), read_stream(proc.stderr))
                 await proc.wait()
-        except (TimeoutError, asyncio.CancelledError) as exc:
+        except (TimeoutError, asyncio.CancelledError, HostError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
-            if isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, TimeoutError):  # cancelled, or an answer past read_stream's limit
                 raise
             raise HostTimeout(f"command timed out after {timeout:g}s") from None
         assert proc.returncode is not None

@@ -2,8 +2,8 @@
 
 One connection per host is opened on first use and reused by every poll; a poll that finds it dropped opens
 it again once. Host keys are verified against ``known_hosts`` (asyncssh's default, ``~/.ssh/known_hosts``,
-when none is configured); only the explicit value ``"none"`` turns verification off. ``~/.ssh/config`` is
-honoured by asyncssh, ProxyJump included.
+when none is configured); only the explicit value ``"none"`` turns verification off (a ``~/.ssh/config`` that
+would turn it off is refused). ``~/.ssh/config`` is otherwise honoured by asyncssh, ProxyJump included.
 """
 
 from __future__ import annotations
@@ -21,12 +21,19 @@ import asyncssh
 from watcher.config import HostConfig
 from watcher.errors import (
     AuthenticationFailed,
+    BadPollOutput,
     HostError,
     HostKeyRejected,
     HostTimeout,
     HostUnreachable,
 )
 from watcher.transport.base import CommandResult, read_stream
+
+# A connection that dies under a command: asyncssh reports a lost or closed connection as a DisconnectError
+# (ConnectionLost), but a reset that hits one of its writes surfaces as the socket's own OSError
+# (ConnectionResetError, BrokenPipeError).
+SESSION_ANSWER_BYTES = 1 << 20  # a session answer is a header of a few KB (probes included)
+_LOST = (asyncssh.ChannelOpenError, asyncssh.DisconnectError, OSError)
 
 
 class SSHTransport:
@@ -54,7 +61,7 @@ class SSHTransport:
         conn = await self._connection(timeout)
         try:
             return await self._run(conn, argv, deadline - loop.time())
-        except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError) as exc:
+        except _LOST as exc:
             await self._drop()
             if not reused:
                 raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
@@ -62,7 +69,7 @@ class SSHTransport:
         conn = await self._connection(max(deadline - loop.time(), 0.001))
         try:
             return await self._run(conn, argv, deadline - loop.time())
-        except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError) as exc:
+        except _LOST as exc:
             await self._drop()
             raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
 
@@ -84,7 +91,7 @@ class SSHTransport:
                         self._session = (conn, process)
                     process = self._session[1]
                     process.stdin.write(request)
-                    return await process.stdout.readuntil(until)
+                    return await _read_until(process.stdout, until)
             except TimeoutError:
                 self._close_session()
                 reason = f"no answer from the poll session within {timeout:.3g}s"
@@ -92,7 +99,7 @@ class SSHTransport:
             except (asyncssh.Error, asyncio.IncompleteReadError, BrokenPipeError, OSError):
                 self._close_session()
                 return None
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, HostError):
                 self._close_session()
                 raise
 
@@ -140,7 +147,7 @@ class SSHTransport:
                 process.send_signal("KILL")
             process.close()
             raise HostTimeout(f"{self.where}: command timed out after {timeout:.3g}s") from None
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, HostError):  # HostError: an answer past read_stream's limit
             process.close()
             raise
         status = done.exit_status if done.exit_status is not None else 255
@@ -153,10 +160,30 @@ class SSHTransport:
             self._conn = None
             try:
                 async with asyncio.timeout(min(timeout, self._connect_timeout)):
-                    self._conn = await asyncssh.connect(self._host.destination, **self._options())
+                    options = self._options()
+                    await self._refuse_unverified(options)
+                    self._conn = await asyncssh.connect(self._host.destination, **options)
+            except HostError:
+                raise
             except Exception as exc:
                 raise _translate(exc, self.where) from exc
             return self._conn
+
+    async def _refuse_unverified(self, options: dict[str, Any]) -> None:
+        """Only this host's explicit ``known_hosts = "none"`` may turn host key verification off. asyncssh
+        also turns it off for ``UserKnownHostsFile none`` in ~/.ssh/config (where OpenSSH still refuses an
+        unknown key), and would then accept any key, a man in the middle's included."""
+        if self._host.known_hosts is not None:
+            return
+        # config=(): read ~/.ssh/config as connect() does (the constructor's own default reads none).
+        resolved = await asyncssh.SSHClientConnectionOptions.construct(
+            config=(), host=self._host.destination, **options
+        )
+        if resolved.known_hosts is None:
+            raise HostKeyRejected(
+                f"{self.where}: host key verification failed: ~/.ssh/config turns it off "
+                "(UserKnownHostsFile none); set known_hosts"
+            )
 
     def _options(self) -> dict[str, Any]:
         host = self._host
@@ -192,6 +219,25 @@ class SSHTransport:
                     await conn.wait_closed()
 
 
+async def _read_until(
+    stream: asyncssh.SSHReader[bytes], until: bytes, limit: int = SESSION_ANSWER_BYTES
+) -> bytes:
+    """The session's answer, up to and including ``until``: a header of a few KB, so a host that sends more
+    than ``limit`` without the marker is refused (the session is then closed) rather than buffered."""
+    buffer = bytearray()
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            raise asyncio.IncompleteReadError(bytes(buffer), None)
+        start = max(len(buffer) - len(until), 0)
+        buffer += chunk
+        end = buffer.find(until, start)
+        if end >= 0:
+            return bytes(buffer[: end + len(until)])
+        if len(buffer) > limit:
+            raise BadPollOutput(f"the poll session's answer is larger than {limit >> 10} KiB")
+
+
 def _translate(exc: BaseException, where: str) -> HostError:
     """Map asyncssh's and the socket layer's exceptions to the project's, with a one-line reason."""
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
@@ -215,5 +261,6 @@ def _translate(exc: BaseException, where: str) -> HostError:
 
 
 def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    strerror = exc.strerror if isinstance(exc, OSError) else None
+    reason = getattr(exc, "reason", None) or strerror or str(exc) or type(exc).__name__
     return " ".join(str(reason).split())

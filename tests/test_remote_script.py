@@ -134,3 +134,36 @@ def test_unreadable_output_is_a_clear_error(out: bytes) -> None:
 
 def _out(proc: subprocess.CompletedProcess[bytes]) -> tuple[bytes, bytes, int]:
     return proc.stdout, proc.stderr, proc.returncode
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip"])
+def test_a_compression_bomb_is_refused_after_the_limit(encoding: str) -> None:
+    """A payload that inflates past the limit is a BadPollOutput, stopped there rather than buffered whole."""
+    import zlib
+
+    import zstandard
+
+    from watcher.poll.remote import _decompress
+
+    zeros = b"\0" * (32 << 20)
+    if encoding == "zstd":
+        compressor = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    else:
+        compressor = zlib.compressobj(9, wbits=31)
+    bomb = compressor.compress(zeros) + compressor.flush()
+    assert len(bomb) < 64 << 10
+    with pytest.raises(BadPollOutput, match="decompresses to more than 8 MiB"):
+        _decompress(memoryview(bomb), encoding, limit=8 << 20)
+    assert bytes(_decompress(memoryview(bomb), encoding, limit=32 << 20)) == zeros
+
+
+async def test_an_endless_answer_is_cut_at_the_limit() -> None:
+    """A host that prints without end cannot grow the watcher's buffer past the limit."""
+    from watcher.transport.base import read_stream
+
+    class Endless:
+        async def read(self, n: int = -1) -> bytes:
+            return b"x" * 65536
+
+    with pytest.raises(BadPollOutput, match="larger than 1 MiB"):
+        await read_stream(Endless(), limit=1 << 20)

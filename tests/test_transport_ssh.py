@@ -154,3 +154,39 @@ async def test_unchanged_polls_go_through_one_long_lived_session(
             assert sessions() <= 5
         finally:
             await poller.close()
+
+
+async def test_a_clean_is_deferred_when_the_state_changed_since_its_plan(
+    tmp_path: Path, sshd_factory: SSHFactory
+) -> None:
+    """`pueue clean` runs only while the state file is the one the plan saw: a task added (or finished) in
+    between defers the clean, and nothing is removed until a plan has seen it."""
+    from datetime import UTC, datetime
+
+    from watcher.config import HygieneSection
+    from watcher.hygiene import Hygiene
+    from watcher.store.records import CleanRecord
+
+    with sim_host(tmp_path / "h", "v4") as sim:
+        done = sim.add("true", group="default")
+        sim.wait_for_status(done, "Done")
+        server = sshd_factory.start(sim_env(sim))
+        entry = ssh_entry("h", server, sim)
+        host = HostConfig.model_validate(entry)
+        poller = HostPoller(host, transport_for(entry), timeout=20)
+        hygiene = Hygiene(HygieneSection(max_state_bytes=1))
+        plan = CleanRecord(host="h", at=datetime.now(UTC), groups=["default"], mode="successful",
+                           dry_run=False, bytes_before=None, bytes_after=None, removed={},
+                           failed_labels={})  # fmt: skip
+        try:
+            assert (await poller.poll()).ok
+            seen = poller.fingerprint
+            assert seen
+            later = sim.add("true", group="default", stashed=True)  # the queue changes after the plan
+            assert not await hygiene.clean(host, poller.transport, plan, 20, seen)
+            assert set(sim.state()["tasks"]) == {str(done), str(later)}, "nothing may be removed"
+            assert (await poller.poll()).source == "state"
+            assert await hygiene.clean(host, poller.transport, plan, 20, poller.fingerprint or "")
+            assert set(sim.state()["tasks"]) == {str(later)}
+        finally:
+            await poller.close()

@@ -49,6 +49,10 @@ class SSHServer:
     env: dict[str, str]
     port: int = 0
     log_level: str = "VERBOSE"
+    # Where it listens, and what its command line is prefixed with (``ip netns exec NS`` runs it inside a
+    # network namespace, listening on that namespace's address).
+    listen: str = "127.0.0.1"
+    wrapper: tuple[str, ...] = ()
     host_key: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -67,11 +71,11 @@ class SSHServer:
     def trust(self) -> None:
         """Put this server's current host key into the shared known_hosts file."""
         public = (self.root / "ssh_host_ed25519_key.pub").read_text().split()
-        line = f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n"
+        line = f"[{self.listen}]:{self.port} {public[0]} {public[1]}\n"
         lines = [
             existing
             for existing in self.keys.known_hosts.read_text().splitlines(keepends=True)
-            if not existing.startswith(f"[127.0.0.1]:{self.port} ")
+            if not existing.startswith(f"[{self.listen}]:{self.port} ")
         ]
         self.keys.known_hosts.write_text("".join(lines) + line)
 
@@ -92,7 +96,7 @@ class SSHServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.listen}",
                     f"HostKey {self.host_key}",
                     f"AuthorizedKeysFile {self.keys.authorized_keys}",
                     "PasswordAuthentication no",
@@ -111,11 +115,11 @@ class SSHServer:
             )
         )
         self.proc = subprocess.Popen(
-            [sshd, "-D", "-f", str(config), "-E", str(self.root / "sshd.log")],
+            [*self.wrapper, sshd, "-D", "-f", str(config), "-E", str(self.root / "sshd.log")],
             stdin=subprocess.DEVNULL,
         )
         try:
-            wait_for_port(self.port)
+            wait_for_port(self.port, host=self.listen)
         except TimeoutError:
             self.stop()
             log = (self.root / "sshd.log").read_text(errors="replace")

@@ -374,8 +374,15 @@ class Daemon:
                 stderr=log,
                 start_new_session=True,
             )
-        except OSError as err:
-            message = f"Failed to spawn child {task_id} with err: {rust_os_error_debug(err)}"
+        except (OSError, ValueError) as err:
+            # Python refuses a NUL (in the group name that PUEUE_GROUP carries, say) with ValueError; Rust's
+            # Command::spawn returns io::const_error!(InvalidInput, "nul byte found in provided data").
+            debug = (
+                rust_os_error_debug(err)
+                if isinstance(err, OSError)
+                else 'Error { kind: InvalidInput, message: "nul byte found in provided data" }'
+            )
+            message = f"Failed to spawn child {task_id} with err: {debug}"
             log.write(f"Pueue error, failed to spawn task. Check your command.\n{message}".encode())
             log.close()
             self.model.set_done(task, {"FailedToSpawn": message}, now_ns(), end=now_ns())

@@ -19,24 +19,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from tests.harness.proxy import CountingProxy
 from tests.harness.receiver import Request
-from tests.harness.services import free_port
 from tests.harness.sshd import SSHServer
 
 
 @dataclass
-class HoldingProxy:
+class HoldingProxy(CountingProxy):
     """A TCP proxy in front of sshd. :meth:`arm` makes it hold the next bytes the watcher sends (a poll's
     request, or the first packet of a connect) instead of passing them on: the watcher then waits for an
     answer that never comes, so a kill at that moment lands in the middle of a poll."""
 
-    target_port: int
-    port: int = field(default_factory=free_port)
     held: threading.Event = field(default_factory=threading.Event)
     _armed: bool = False
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _ready: threading.Event = field(default_factory=threading.Event)
 
     def arm(self) -> None:
         self.held.clear()
@@ -45,39 +40,7 @@ class HoldingProxy:
     def disarm(self) -> None:
         self._armed = False
 
-    def start(self) -> HoldingProxy:
-        self._thread = threading.Thread(target=self._serve, name="holding-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(5):
-            raise RuntimeError("the proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            loop.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(self._pipe(reader, up_writer, up=True), self._pipe(up_reader, writer, up=False))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool) -> None:
         holding = False
         try:
             while data := await reader.read(65536):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass, field
+from typing import Self
 
 from tests.harness.services import free_port
 
@@ -32,7 +33,7 @@ class CountingProxy:
     def reset(self) -> None:
         self.upstream_bytes = self.downstream_bytes = 0
 
-    def start(self) -> CountingProxy:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._serve, name="counting-proxy", daemon=True)
         self._thread.start()
         self._ready.wait(5)

@@ -3,9 +3,9 @@
 Every ``poll_interval`` by default. While one of its watched groups is in its last wave (tasks remain, but
 none is waiting to start: they are all running) or its ETA is shorter than the interval, every
 ``fast_interval``, so that the completion is seen within seconds rather than minutes. An unchanged poll costs
-about 2.5 KB on the wire and about 5 ms of the watcher's CPU (bench/idle.py); on the host, the poll script
-itself costs about 12 ms of CPU, plus whatever the login shell's startup files do (sshd runs every command
-through the user's shell: a ``~/.bashrc`` that runs ``pyenv init`` or ``conda`` setup adds about 100 ms).
+about 0.7 KB on the wire and 2 ms of the watcher's CPU, and about 5 ms of the host's CPU, answered by the
+host's poll session (bench/fleet.py); a changed one opens an SSH session, which runs the login shell's
+startup files (a ``~/.bashrc`` that runs ``pyenv init`` or ``conda`` setup adds about 100 ms).
 
 A host whose polls fail is retried with backoff: after ``poll_interval``, then twice and four times as long
 (``BACKOFF_LIMIT``), and no longer than that, so that a dead host costs a fraction of the connection attempts

@@ -194,7 +194,7 @@ def _once(settings: Settings, args: argparse.Namespace) -> int:
     # With --json, stdout is the list of events; the log goes to stderr.
     logs.configure(sys.stderr if args.json else sys.stdout)
     code, outcomes = asyncio.run(run_once(settings, hosts))
-    if args.json:
+    if args.json and code != EXIT_CONFIG:  # a refused store ran nothing: an empty list would say "no events"
         events = [event.to_dict() for outcome in outcomes for event in outcome.events]
         sys.stdout.write(json.dumps(events) + "\n")
     return code

@@ -26,7 +26,7 @@ from watcher.store import schema
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = (("run",), ("once",), ("history", "--json"))
+COMMANDS = (("run",), ("once",), ("once", "--json"), ("history", "--json"))
 
 KINDS = {
     "random": "not a SQLite database",

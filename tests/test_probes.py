@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from checks.probes import (
     rates,
     read_tree,
 )
+from tests.harness.services import IN_CI
 
 TREES = Path(__file__).parent / "fixtures" / "proc"
 KIB = 1024
@@ -296,7 +296,7 @@ def test_every_truncation_gives_true_values_or_none(name: str, pueue_dir: str) -
 
 
 @pytest.mark.skipif(
-    (sys.platform != "linux" or shutil.which("sh") is None) and os.environ.get("CI", "").lower() != "true",
+    (sys.platform != "linux" or shutil.which("sh") is None) and not IN_CI,
     reason="needs /proc and sh (under CI=true it runs, and fails where they are missing)",
 )
 def test_probe_script_runs_under_set_e_and_parses(tmp_path: Path) -> None:

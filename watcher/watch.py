@@ -39,8 +39,6 @@ from watcher.schedule import next_interval, retry_interval
 from watcher.store import CheckRun, CleanRecord, GateAction, Store
 
 log = structlog.get_logger("watcher")
-# The PollResult.reason of HostKeyRejected and AuthenticationFailed: failures that need an operator.
-_NEEDS_AN_OPERATOR = frozenset({"host_key", "auth"})
 
 
 @dataclass(slots=True)
@@ -166,7 +164,7 @@ class HostWatch:
             self._failing_since = result.at
         # A refused host key or login will not heal by itself, and a changed key may be a man in the middle:
         # say so at once rather than after `down_after` polls.
-        at_once = result.reason in _NEEDS_AN_OPERATOR
+        at_once = result.permanent
         if not self._down and (at_once or self._failures >= self.settings.watcher.down_after):
             event = host_down(self.host.name, self._failing_since or result.at, self._failures, result.reason,
                               result.error)  # fmt: skip

@@ -57,6 +57,7 @@ class PollResult:
     snapshot: Snapshot | None = None
     error: str | None = None
     reason: str | None = None  # a short label of the failure, for metrics
+    permanent: bool = False  # the failure needs an operator (HostError.temporary is False): a refused key
     state_file_bytes: int | None = None
     source: str | None = None  # "state", "status" or "unchanged"
     wire_bytes: int = 0
@@ -161,7 +162,8 @@ class HostPoller:
 
     def _failed(self, at: datetime, started: float, exc: HostError) -> PollResult:
         self._forget()
-        return PollResult(self.host.name, at, time.monotonic() - started, error=str(exc), reason=exc.reason)
+        return PollResult(self.host.name, at, time.monotonic() - started, error=str(exc), reason=exc.reason,
+                          permanent=not exc.temporary)  # fmt: skip
 
     def _forget(self) -> None:
         self._fingerprint = ""

@@ -46,3 +46,11 @@ class SSHFactory:
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly when the real-pueue tier did not run (no binaries here, and not under CI)."""
+    from tests.harness.real_pueue import NOT_RUN
+
+    for message in sorted(NOT_RUN):
+        terminalreporter.write_line(f"REAL-PUEUE TIER NOT RUN: {message}", yellow=True, bold=True)

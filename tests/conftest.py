@@ -9,8 +9,8 @@ import pytest
 
 from tests.harness.sshd import ClientKeys, SSHServer
 
-# shared/ lies beside the checkout, for developers and CI alike.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pueue"
+# The repo's own copy of pueue's JSON samples and of the real binaries' captures (captures/VERSION/).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pueue"
 
 
 @pytest.fixture(scope="session")

@@ -41,9 +41,8 @@ from tests.pueue_sim.state import (  # noqa: E402
 )
 from tests.pueue_sim.timefmt import format_ts, parse_ts  # noqa: E402
 
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "pueue"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone
-    FIXTURES = ROOT.parent.parent / "shared" / "fixtures" / "pueue"
+FIXTURES = ROOT / "tests" / "fixtures" / "pueue"  # the repo's copy (conftest.FIXTURES)
+CAPTURES = FIXTURES / "captures"
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6}|\.\d{9})?(Z|[+-]\d{2}:\d{2})$")
 FLAVORS = ["v3", "v4"]

@@ -2,7 +2,7 @@
 injection attempts in the configuration.
 
 * The parsers of what a host sends (pueue's JSON, the poll header, the probe block, pueue's stderr) are fuzzed
-  with hypothesis from mutations of the real samples (``shared/fixtures/pueue``, ``tests/fixtures/proc``),
+  with hypothesis from mutations of the real samples (``tests/fixtures/pueue``, ``tests/fixtures/proc``),
   and every parsed snapshot is pushed through what consumes it (status output, the phase tracker, events,
   the Slack and webhook payloads): only the documented errors may come out. ``tests/test_parse.py`` and
   ``tests/test_probes.py`` already cover arbitrary JSON, arbitrary bytes and garbled probe lines; these add

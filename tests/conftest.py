@@ -54,3 +54,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
     for message in sorted(NOT_RUN):
         terminalreporter.write_line(f"REAL-PUEUE TIER NOT RUN: {message}", yellow=True, bold=True)
+
+
+@pytest.fixture(scope="session")
+def pueued_pid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The pid of a live process named ``pueued`` (a copy of sleep): what the poll script accepts as a daemon
+    in tests that lay out pueue's files by hand. A pid file naming any other process reads as "down"."""
+    import shutil
+    import subprocess
+
+    binary = tmp_path_factory.mktemp("fake-pueued") / "pueued"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
+    proc = subprocess.Popen([binary, "3600"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()

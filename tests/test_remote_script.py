@@ -22,12 +22,13 @@ def run_script(
 
 
 @pytest.fixture
-def pueue_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
-    """A pueue directory whose daemon is "alive" (pueue.pid names a live process) with a v4 state file."""
+def pueue_dir(tmp_path: Path, fixtures_dir: Path, pueued_pid: int) -> Path:
+    """A pueue directory whose daemon is "alive" (pueue.pid names a live pueued) with a v4 state file: the
+    plain layout, a daemon started without $XDG_RUNTIME_DIR."""
     directory = tmp_path / "pueue"
     directory.mkdir()
     shutil.copy(fixtures_dir / "v4_status.json", directory / "state.json")
-    (directory / "pueue.pid").write_text(str(os.getpid()))  # pueue writes the bare pid, no newline
+    (directory / "pueue.pid").write_text(str(pueued_pid))  # pueue writes the bare pid, no newline
     return directory
 
 
@@ -167,3 +168,108 @@ async def test_an_endless_answer_is_cut_at_the_limit() -> None:
 
     with pytest.raises(BadPollOutput, match="larger than 1 MiB"):
         await read_stream(Endless(), limit=1 << 20)
+
+
+# Where pueue keeps its files: the script finds them as pueue does (pueue_lib/src/settings.rs).
+
+
+def _lay_out(root: Path, fixtures_dir: Path, pueue: Path, pid_dir: Path, pid: int) -> None:
+    pueue.mkdir(parents=True, exist_ok=True)
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(fixtures_dir / "v4_status.json", pueue / "state.json")
+    (pid_dir / "pueue.pid").write_text(str(pid))
+
+
+def _poll_in(home: Path, extra_env: dict[str, str] | None = None, **host: object) -> tuple[str, bool]:
+    """(the state file's name or "", daemon up?) of one poll run with HOME=home."""
+    env = {"HOME": str(home), "PATH": os.environ["PATH"], **(extra_env or {})}
+    config = HostConfig.model_validate({"name": "h", "pueue": "/nonexistent/pueue", "probes": False, **host})
+    proc = subprocess.run(poll_argv(config, ""), capture_output=True, check=False, env=env)
+    header = proc.stdout.split(b"\nstate ")[0].split(b"\nstatus ")[0].decode()
+    up = "daemon up" in header
+    name = next((line.split()[1] for line in header.splitlines() if line.startswith("file ")), "")
+    return name, up
+
+
+def test_the_pid_file_is_found_in_the_runtime_directory(
+    tmp_path: Path, fixtures_dir: Path, pueued_pid: int
+) -> None:
+    """With $XDG_RUNTIME_DIR (a systemd user service, an SSH login), pueue.pid lives there, not beside
+    the state file."""
+    home, run = tmp_path / "home", tmp_path / "run"
+    _lay_out(tmp_path, fixtures_dir, home / ".local/share/pueue", run, pueued_pid)
+    assert _poll_in(home, {"XDG_RUNTIME_DIR": str(run)}) == ("state.json", True)
+    assert _poll_in(home) == ("state.json", False)  # a login without it cannot know: pueue could not either
+
+
+def test_a_pid_file_beside_the_state_still_counts_when_the_login_has_a_runtime_directory(
+    tmp_path: Path, fixtures_dir: Path, pueued_pid: int
+) -> None:
+    """A daemon started without $XDG_RUNTIME_DIR (cron, nohup) is found beside state.json from any login."""
+    home = tmp_path / "home"
+    _lay_out(tmp_path, fixtures_dir, home / ".local/share/pueue", home / ".local/share/pueue", pueued_pid)
+    (tmp_path / "run").mkdir()
+    assert _poll_in(home, {"XDG_RUNTIME_DIR": str(tmp_path / "run")}) == ("state.json", True)
+
+
+def test_a_reused_pid_is_not_a_daemon(tmp_path: Path, fixtures_dir: Path) -> None:
+    """A stale pid file whose pid now belongs to another live process reads as "down", not "up"."""
+    home = tmp_path / "home"
+    _lay_out(tmp_path, fixtures_dir, home / ".local/share/pueue", home / ".local/share/pueue", os.getpid())
+    assert _poll_in(home) == ("state.json", False)
+
+
+@pytest.mark.parametrize("how", ["default", "pueue_config", "PUEUE_CONFIG_PATH"])
+def test_the_directories_come_from_pueues_configuration(
+    tmp_path: Path, fixtures_dir: Path, pueued_pid: int, how: str
+) -> None:
+    """shared.pueue_directory and shared.runtime_directory in pueue.yml (block YAML, as pueue writes it)."""
+    home = tmp_path / "home"
+    _lay_out(tmp_path, fixtures_dir, tmp_path / "data", tmp_path / "rt", pueued_pid)
+    yml = (
+        "client:\n  status_datetime_format: |-\n    %Y-%m-%d\n    %H:%M:%S\n"
+        f"shared:\n  pueue_directory: '{tmp_path}/data'   # a comment\n"
+        f'  runtime_directory: "{tmp_path}/rt"\n'
+        "  pid_path: null\nprofiles: {}\n"
+    )
+    where = {"default": home / ".config/pueue/pueue.yml", "pueue_config": tmp_path / "p.yml",
+             "PUEUE_CONFIG_PATH": tmp_path / "env.yml"}[how]  # fmt: skip
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_text(yml)
+    env = {"PUEUE_CONFIG_PATH": str(where)} if how == "PUEUE_CONFIG_PATH" else {}
+    host = {"pueue_config": str(where)} if how == "pueue_config" else {}
+    assert _poll_in(home, env, **host) == ("state.json", True)
+
+
+def test_a_profile_replaces_the_shared_section(tmp_path: Path, fixtures_dir: Path, pueued_pid: int) -> None:
+    """--profile NAME: the profile's `shared` section alone decides the paths (settings.rs load_profile)."""
+    home = tmp_path / "home"
+    _lay_out(tmp_path, fixtures_dir, tmp_path / "gpu", tmp_path / "gpu", pueued_pid)
+    yml = home / ".config/pueue/pueue.yml"
+    yml.parent.mkdir(parents=True)
+    yml.write_text(
+        f"shared:\n  pueue_directory: {tmp_path}/main\nprofiles:\n  cpu:\n    shared:\n"
+        f"      pueue_directory: {tmp_path}/cpu\n  gpu:\n    daemon:\n      callback: null\n    shared:\n"
+        f"      pueue_directory: {tmp_path}/gpu\n"
+    )
+    assert _poll_in(home, pueue_profile="gpu") == ("state.json", True)
+    assert _poll_in(home) == ("", False)
+
+
+def test_pid_path_and_home_relative_directories(tmp_path: Path, fixtures_dir: Path, pueued_pid: int) -> None:
+    """shared.pid_path names the pid file; '~/…' in pueue.yml expands to the host's HOME (shellexpand)."""
+    home = tmp_path / "home"
+    _lay_out(tmp_path, fixtures_dir, home / "q", home / "pids", pueued_pid)
+    (home / "pids" / "pueue.pid").rename(home / "pids" / "daemon.pid")
+    yml = home / ".config/pueue/pueue.yml"
+    yml.parent.mkdir(parents=True)
+    yml.write_text("shared:\n  pueue_directory: ~/q\n  pid_path: ~/pids/daemon.pid\n")
+    assert _poll_in(home) == ("state.json", True)
+
+
+def test_the_macos_default_directory(tmp_path: Path, fixtures_dir: Path, pueued_pid: int) -> None:
+    """On macOS (Homebrew pueue) everything lives in ~/Library/Application Support/pueue."""
+    home = tmp_path / "home"
+    mac = home / "Library" / "Application Support" / "pueue"
+    _lay_out(tmp_path, fixtures_dir, mac, mac, pueued_pid)
+    assert _poll_in(home) == ("state.json", True)

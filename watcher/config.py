@@ -121,7 +121,20 @@ class HostConfig(_Section):
         None, description="known_hosts file; host keys are always verified unless this is 'none'."
     )
     pueue: str = Field("pueue", description="The pueue client on that host.")
-    pueue_dir: str | None = Field(None, description="pueue's directory (state.json); default is pueue's.")
+    pueue_dir: str | None = Field(
+        None,
+        description="pueue's directory (state.json). Default: as pueue decides it, from its configuration "
+        "(shared.pueue_directory), else ~/.local/share/pueue (~/Library/Application Support/pueue on macOS).",
+    )
+    pueue_config: str | None = Field(
+        None,
+        description="pueue's configuration file on that host, passed as `-c` to every pueue call and read "
+        "for pueue's directories. Default: pueue's own lookup ($PUEUE_CONFIG_PATH, "
+        "~/.config/pueue/pueue.yml).",
+    )
+    pueue_profile: str | None = Field(
+        None, description="The profile of pueue's configuration to use (`--profile`), if any."
+    )
     groups: list[str] = Field(default_factory=lambda: ["*"], description="Globs of the groups to watch.")
     compression: Literal["gzip", "zstd", "ssh", "none"] | None = Field(
         None,
@@ -143,7 +156,8 @@ class HostConfig(_Section):
             raise ValueError(f"{value!r} is not a host name (letters, digits, . _ @ : + -; at most 64)")
         return value
 
-    @field_validator("address", "user", "identity_file", "known_hosts", "pueue", "pueue_dir")
+    @field_validator("address", "user", "identity_file", "known_hosts", "pueue", "pueue_dir", "pueue_config",
+                     "pueue_profile")  # fmt: skip
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:
         return None if value is None else _plain_text(value, "this value")

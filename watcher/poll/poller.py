@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from watcher.poll.remote import (
 )
 from watcher.pueue.model import Snapshot
 from watcher.pueue.parse import decode_status, snapshot_of
+from watcher.pueue.staleness import suspect
 from watcher.transport import Transport
 
 # Payloads larger than this (and local state files) are decompressed and parsed in a worker thread, so
@@ -59,7 +61,7 @@ class PollResult:
     reason: str | None = None  # a short label of the failure, for metrics
     permanent: bool = False  # the failure needs an operator (HostError.temporary is False): a refused key
     state_file_bytes: int | None = None
-    source: str | None = None  # "state", "status" or "unchanged"
+    source: str | None = None  # "state", "status", "unchanged" or "confirm" (pueue status over a stale file)
     wire_bytes: int = 0
     daemon_up: bool | None = None
     probes: ProbeSample | None = None
@@ -80,6 +82,13 @@ class HostPoller:
     _fingerprint: str = field(default="", init=False)
     _snapshot: Snapshot | None = field(default=None, init=False)
     _requests: int = field(default=0, init=False)
+    # Why the snapshot in hand may be stale (staleness.py), or None; and how many polls of the same file
+    # to let pass before the next confirmation (it doubles while the same file stays suspect, up to 32).
+    _suspect: str | None = field(default=None, init=False)
+    _confirm_wait: int = field(default=0, init=False)
+    _confirm_backoff: int = field(default=1, init=False)
+    #: How many times ``pueue status`` confirmed a state file that could be stale (for tests and metrics).
+    confirmations: int = field(default=0, init=False)
 
     async def poll(self) -> PollResult:
         started = time.monotonic()
@@ -120,14 +129,30 @@ class HostPoller:
     async def _fetch(self) -> RemoteState:
         # Without a snapshot in memory an "unchanged" answer would be useless, so ask for the content.
         known = self._fingerprint if self._snapshot is not None else ""
+        remote = None
         if known:
             # The usual case, nothing changed: ask the host's long-lived session, if the transport keeps one.
             answer = await self._ask(known)
-            if answer is not None and answer.kind == "unchanged":
-                return answer
-        argv = poll_argv(self.host, known)
+            remote = answer if answer is not None and answer.kind == "unchanged" else None
+        if remote is None:
+            remote = await self._run(poll_argv(self.host, known))
+        if remote.kind == "unchanged" and self._due_for_confirmation():
+            # The file has not changed for a poll, and what it says may be stale: ask pueue itself.
+            remote = await self._run(poll_argv(self.host, known, confirm=True))
+            if remote.kind == "status":
+                self.confirmations += 1
+                return dataclasses.replace(remote, kind="confirm")
+        return remote
+
+    async def _run(self, argv: list[str]) -> RemoteState:
         result = await self.transport.run(argv, timeout=self.timeout)
         return read_output(result.stdout, result.stderr, result.exit_status)
+
+    def _due_for_confirmation(self) -> bool:
+        if self._suspect is None or self._snapshot is None:
+            return False
+        self._confirm_wait -= 1
+        return self._confirm_wait <= 0
 
     async def _ask(self, known: str) -> RemoteState | None:
         self._requests += 1
@@ -147,8 +172,17 @@ class HostPoller:
         else:
             parsed = _parse(remote)
         snapshot = self._watched(parsed)
-        # Only a state-file read can be skipped next time; `pueue status` output has no fingerprint.
-        self._fingerprint = remote.fingerprint if remote.kind in ("state", "handoff") else ""
+        if remote.kind == "confirm" and remote.fingerprint == self._fingerprint:
+            # The same file, still: confirm it again only after twice as many polls (a daemon that keeps a
+            # suspect state for real, whatever the reason, costs a bounded number of `pueue status`).
+            self._confirm_backoff = min(self._confirm_backoff * 2, 32)
+        else:
+            self._confirm_backoff = 1
+        self._confirm_wait = self._confirm_backoff
+        self._suspect = suspect(parsed, snapshot.groups)
+        # A state-file read can be skipped next time, and so can a confirmation: its fingerprint is that of
+        # the file it stood in for. Plain `pueue status` output (no daemon, or no file) has none.
+        self._fingerprint = remote.fingerprint if remote.kind in ("state", "handoff", "confirm") else ""
         self._snapshot = snapshot
         return snapshot
 

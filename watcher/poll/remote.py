@@ -42,14 +42,58 @@ from watcher.transport.base import CHUNK, MAX_ANSWER_BYTES
 
 MARKER = b"pueue-watcher-poll 1\n"
 
-# Kept compact: it is sent on every poll. $1 pueue, $2 pueue dir ('' = pueue's default), $3 the fingerprint
-# seen last time, $4 compression, $5 1 to allow reading the state file, $6 1 when the watcher runs on the
-# same machine (local transport) and can read the file itself instead of through a pipe, $7 1 to read the
-# host probes (load, memory, swap, disk of the pueue directory) in the same round trip.
+# Kept compact: it is sent on every poll. $1 pueue, $2 pueue dir ('' = as pueue decides it), $3 the
+# fingerprint seen last time, $4 compression, $5 1 to allow reading the state file, $6 1 when the watcher runs
+# on the same machine (local transport) and can read the file itself instead of through a pipe, $7 1 to read
+# the host probes (load, memory, swap, disk of the pueue directory) in the same round trip, $8 pueue's
+# configuration file ('' = pueue's own lookup), $9 pueue's profile ('' = none).
 # _HEAD works out what to answer (in $b, $n, $l, $u, $t); the one-shot SCRIPT and the SESSION_SCRIPT below
 # differ only in what they do with it.
-# $d is pueue's directory as configured ('' = pueue's default); afterwards, the path itself.
-_PUEUE_DIR = r"""case $d in "") d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue;; "~/"*) d=$HOME/${d#"~/"};; esac
+#
+# _PUEUE_DIR finds pueue's paths as pueue does (pueue_lib/src/settings.rs, 3.4.1 and 4.0.4), from $cf, $pf
+# and $d (the host's pueue_dir, '' = pueue's): the configuration file (-c, else $PUEUE_CONFIG_PATH, else
+# ~/.config/pueue/pueue.yml, macOS's ~/Library/Application Support/pueue/pueue.yml, ./pueue.yml); from its
+# `shared` section (or, with a profile, the profile's `shared`, which replaces it whole) pueue_directory,
+# runtime_directory and pid_path, read with shell builtins (block-style YAML as pueue writes it; at most 500
+# lines). Afterwards: $d the pueue directory, $rt the runtime directory (shared.runtime_directory, else
+# $XDG_RUNTIME_DIR, else $d) and $pp the pid file (shared.pid_path, else $rt/pueue.pid).
+_PUEUE_DIR = r"""case $cf in "~/"*) cf=$HOME/${cf#"~/"};; esac
+y=${cf:-${PUEUE_CONFIG_PATH-}}
+if [ -z "$y" ]; then
+for x in "${XDG_CONFIG_HOME:-$HOME/.config}/pueue/pueue.yml" \
+"$HOME/Library/Application Support/pueue/pueue.yml" pueue.yml; do if [ -f "$x" ]; then y=$x; break; fi; done
+fi
+yd= yr= yp=
+if [ -n "$y" ] && [ -f "$y" ] && [ -r "$y" ]; then
+yt= yq= yw= j=0
+while IFS= read -r x || [ -n "$x" ]; do
+j=$((j+1)); [ $j -gt 500 ] && break
+v=${x#"${x%%[! ]*}"}; i=$((${#x}-${#v}))
+case $v in ""|"#"*|-*) continue;; esac
+w=${v%%:*} v=${v#*:}
+case $i in
+0) yt=$w yq= yw=; continue;;
+2) if [ "$yt" = profiles ]; then yq=$w yw=; continue; fi; [ -z "$pf" ] && [ "$yt" = shared ] || continue;;
+4) [ "$yt" = profiles ] && yw=$w; continue;;
+6) [ -n "$pf" ] && [ "$yt" = profiles ] && [ "$yq" = "$pf" ] && [ "$yw" = shared ] || continue;;
+*) continue;;
+esac
+case $v in *" #"*) v=${v%%" #"*};; esac
+v=${v#"${v%%[! ]*}"}; v=${v%"${v##*[! ]}"}
+case $v in \'*\'|\"*\") v=${v#?}; v=${v%?};; null|"~") v=;; esac
+case $w in pueue_directory) yd=$v;; runtime_directory) yr=$v;; pid_path) yp=$v;; esac
+done <"$y"
+fi
+case $yd in "~") yd=$HOME;; "~/"*) yd=$HOME/${yd#"~/"};; esac
+case $yr in "~") yr=$HOME;; "~/"*) yr=$HOME/${yr#"~/"};; esac
+case $yp in "~") yp=$HOME;; "~/"*) yp=$HOME/${yp#"~/"};; esac
+case $d in "") d=$yd;; "~/"*) d=$HOME/${d#"~/"};; esac
+if [ -z "$d" ]; then
+if [ -d "$HOME/Library/Application Support" ]; then d="$HOME/Library/Application Support/pueue"
+else d=${XDG_DATA_HOME:-$HOME/.local/share}/pueue; fi
+fi
+rt=${yr:-${XDG_RUNTIME_DIR:-$d}} pp=$yp
+[ -n "$pp" ] || pp=$rt/pueue.pid
 """
 # The state file pueue wrote last ($f: state.json.gz or state.json, '' for none) and its fingerprint ($s:
 # "size mtime inode", '' for none).
@@ -58,6 +102,28 @@ for x in "$d/state.json.gz" "$d/state.json"; do
 if [ -r "$x" ] && { [ -z "$f" ] || [ "$x" -nt "$f" ]; }; then f=$x; fi
 done
 [ -n "$f" ] && s=$(stat -L -c '%s %.9Y %i' "$f" 2>/dev/null || stat -L -f '%z %Fm %i' "$f" 2>/dev/null)
+"""
+# Is the daemon up? Its pid file is looked for in the runtime directory first, then beside the state file (a
+# daemon started without the $XDG_RUNTIME_DIR this login has). The pid must name a live process called
+# pueued: a stale pid file whose pid was reused by another process does not count (/proc/PID/comm; where
+# there is no /proc, macOS, `ps`).
+_DAEMON = r"""u=down
+for x in "$pp" "$d/pueue.pid"; do
+i=
+[ -r "$x" ] && IFS= read -r i <"$x"
+case $i in ''|*[!0-9]*) continue;; esac
+if [ -r "/proc/$i/comm" ]; then IFS= read -r j <"/proc/$i/comm" || true
+elif [ ! -d /proc/self ] && kill -0 "$i" 2>/dev/null; then j=$(ps -p "$i" -o comm= 2>/dev/null)
+else j=; fi
+case $j in *pueued*) u=up; break;; esac
+done
+"""
+# `P ARGS…` runs the pueue client with the host's configuration file and profile, if any.
+_PUEUE_CALL = r"""P() {
+if [ -n "$pf" ]; then set -- --profile "$pf" "$@"; fi
+if [ -n "$cf" ]; then set -- -c "$cf" "$@"; fi
+"$p" "$@"
+}
 """
 _HEAD = (
     r"""case $p in "~/"*) p=$HOME/${p#"~/"};; esac
@@ -76,10 +142,9 @@ command -v "$p" >/dev/null 2>&1 || n=nopueue
     + _STATE_FILE
     + r"""l=
 [ -n "$f" ] && l="file ${f##*/} $s"
-u=down i=
-[ -r "$d/pueue.pid" ] && IFS= read -r i <"$d/pueue.pid"
-case $i in ''|*[!0-9]*) ;; *) if kill -0 "$i" 2>/dev/null || [ -d "/proc/$i" ]; then u=up; fi;; esac
-case $c in
+"""
+    + _DAEMON
+    + r"""case $c in
 zstd) if command -v zstd >/dev/null 2>&1; then z="zstd -1 -q -c"; else c=gzip z="gzip -1 -c"; fi;;
 gzip) z="gzip -1 -c";;
 *) c=none z=cat;;
@@ -94,24 +159,25 @@ fi
 """
 )
 SCRIPT = (
-    r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6 o=$7
+    r"""p=$1 d=$2 k=$3 c=$4 r=$5 h=$6 o=$7 cf=$8 pf=$9
 """
+    + _PUEUE_CALL
     + _HEAD
     + r"""printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\n' "$b" "$n" "$l" "$u" "$t"
 case $t in unchanged|handoff*) exit 0;; state*) exec $z <"$f";; esac
-{ "$p" status --json; echo "pueue-watcher-rc $?" >&2; } | $z
+{ P status --json; echo "pueue-watcher-rc $?" >&2; } | $z
 """
 )
 
 # A long-lived session (SSH only): one shell per host that answers a poll per request, so that an unchanged
 # queue costs the host neither a new SSH session nor a login shell, only this loop's subshell and two
-# processes (stat, df). A request is eight lines: a token, then $1 to $7 of SCRIPT (no value may hold a
+# processes (stat, df). A request is ten lines: a token, then $1 to $9 of SCRIPT (no value may hold a
 # newline; session_request checks). The answer is SCRIPT's header, with "changed" in place of anything that
 # would carry a payload, then "pueue-watcher-end TOKEN"; the watcher then fetches the payload with SCRIPT.
 SESSION_SCRIPT = (
     r"""pw_os=$(uname -s 2>/dev/null) pw_cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)
 while IFS= read -r e && IFS= read -r p && IFS= read -r d && IFS= read -r k && IFS= read -r c &&
-IFS= read -r r && IFS= read -r h && IFS= read -r o; do (
+IFS= read -r r && IFS= read -r h && IFS= read -r o && IFS= read -r cf && IFS= read -r pf; do (
 """
     + _HEAD
     + r"""case $t in unchanged) ;; *) t=changed;; esac
@@ -168,15 +234,22 @@ def clean_argv(host: HostConfig, groups: Sequence[str], mode: str, fingerprint: 
 
 
 # Any other pueue command (`pueue start -g G`, `pueue pause -g G`): the arguments follow the binary.
-PUEUE_SCRIPT = r"""p=$1
-shift
+PUEUE_SCRIPT = (
+    r"""p=$1 cf=$2 pf=$3
+shift 3
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
-exec "$p" "$@"
+case $cf in "~/"*) cf=$HOME/${cf#"~/"};; esac
 """
+    + _PUEUE_CALL
+    + r"""P "$@"
+"""
+)
 
 
 def pueue_argv(host: HostConfig, *args: str) -> list[str]:
-    return ["sh", "-c", PUEUE_SCRIPT, "pueue-watcher-pueue", host.pueue, *args]
+    """``pueue ARGS…`` on the host, with its configuration file and profile, if any."""
+    where = [host.pueue, host.pueue_config or "", host.pueue_profile or ""]
+    return ["sh", "-c", PUEUE_SCRIPT, "pueue-watcher-pueue", *where, *args]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +275,15 @@ class RemoteState:
         return _decompress(self.body, self.encoding)
 
 
-def poll_argv(host: HostConfig, known: str) -> list[str]:
-    """The command of one poll of ``host``; ``known`` is the fingerprint seen last time ("" for none)."""
-    read_state = "1" if host.read_state_file else "0"
+def poll_argv(host: HostConfig, known: str, *, confirm: bool = False) -> list[str]:
+    """The command of one poll of ``host``; ``known`` is the fingerprint seen last time ("" for none).
+    ``confirm`` asks pueue itself (``pueue status``) even when the state file could be read."""
+    read_state = "1" if host.read_state_file and not confirm else "0"
     handoff = "1" if host.transport == "local" else "0"
     probes = "1" if host.probes else "0"
     return ["sh", "-c", SCRIPT, "pueue-watcher", host.pueue, host.pueue_dir or "", known,
-            host.remote_compression, read_state, handoff, probes]  # fmt: skip
+            host.remote_compression, read_state, handoff, probes, host.pueue_config or "",
+            host.pueue_profile or ""]  # fmt: skip
 
 
 def session_argv() -> list[str]:

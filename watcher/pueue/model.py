@@ -95,6 +95,9 @@ class Task(msgspec.Struct, frozen=True, gc=False):
     #: The count key (one of :data:`COUNT_KEYS`): the result when Done, else the status. Stored, not
     #: derived on access: counting 53,000 tasks through a property costs more than the whole conversion.
     state: str = ""
+    #: The ids this task waits for (``pueue add --after``); kept for unfinished tasks only (the bulk of a
+    #: large state is Done, and nothing reads a finished task's dependencies).
+    dependencies: tuple[int, ...] = ()
 
     @classmethod
     def of(
@@ -108,11 +111,11 @@ class Task(msgspec.Struct, frozen=True, gc=False):
         exit_code: int | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        dependencies: tuple[int, ...] = (),
     ) -> Task:
         """Build a task, deriving :attr:`state`."""
-        return cls(
-            id, created_at, group, label, status, result, exit_code, start, end, state_key(status, result)
-        )
+        state = state_key(status, result)
+        return cls(id, created_at, group, label, status, result, exit_code, start, end, state, dependencies)
 
     @property
     def key(self) -> tuple[int, datetime]:

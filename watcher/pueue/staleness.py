@@ -1,0 +1,54 @@
+"""When pueue's state file may hide a change that pueued will not save by itself.
+
+pueued does not save ``state.json`` after every change (3.4.1 and 4.0.4; tests/fixtures/pueue/README.md):
+not after marking dependants ``DependencyFailed``, nor after ``stash``, ``enqueue``, ``parallel``,
+``restart --in-place`` or (4.x) the end of a group reset. Usually a change that is saved follows soon (a task
+starts or ends), but not always: when a group's last tasks wait on a dependency that failed, nothing is left
+to start, and the file keeps them Queued for good, so the phase never completes in the file.
+
+A snapshot read from the file is *suspect* when it shows something pueued never keeps for long (its task
+loop runs every few hundred milliseconds):
+
+- a Queued task of a group that is not Paused, with a dependency that ended unsuccessfully: pueued marks it
+  DependencyFailed at once (``task_handler.rs::check_failed_dependencies``) and does not save;
+- a Queued task of a Running group with a free slot (``parallel_tasks`` 0 is unlimited) whose dependencies
+  all succeeded: pueued starts it at once (``spawn.rs::get_next_task_id``), unless it was stashed meanwhile;
+- a group in ``Reset`` (4.x): the end of a reset is not saved.
+
+The poller confirms a suspect snapshot with ``pueue status`` once the file has stayed the same for a poll, so
+that a steady queue, where groups run normally or wait on work in progress, costs no ``pueue status`` at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Container
+
+from watcher.pueue.model import Result, Snapshot, Status, Task
+
+
+def suspect(snapshot: Snapshot, watched: Container[str]) -> str | None:
+    """Why the snapshot may be stale, for one of the ``watched`` groups; None when it cannot be."""
+    for name, each in snapshot.groups.items():
+        if each.status not in ("Running", "Paused") and name in watched:
+            return f"group {name} is in {each.status}"
+    queued = [t for t in snapshot.tasks if t.status is Status.QUEUED and t.group in watched]
+    if not queued:
+        return None
+    by_id = {t.id: t for t in snapshot.tasks} if any(t.dependencies for t in queued) else {}
+    busy = Counter(t.group for t in snapshot.tasks if t.status in (Status.RUNNING, Status.PAUSED))
+    for task in queued:
+        group = snapshot.groups.get(task.group)
+        if group is None or group.status == "Paused":
+            continue
+        dependencies = [by_id[d] for d in task.dependencies if d in by_id]
+        if any(_failed(d) for d in dependencies):
+            return f"task {task.id} of {task.group} waits on a failed dependency"
+        free = group.parallel == 0 or busy[task.group] < group.parallel
+        if free and group.status == "Running" and all(d.result is Result.SUCCESS for d in dependencies):
+            return f"task {task.id} of {task.group} could start"
+    return None
+
+
+def _failed(task: Task) -> bool:
+    return task.status is Status.DONE and task.result is not Result.SUCCESS

@@ -166,11 +166,11 @@ class RealPueue:
     # The daemon
 
     def start(self, timeout: float = 20.0) -> RealPueue:
-        log = (self.root / "pueued.log").open("ab")
-        self.proc = subprocess.Popen(
-            [self.bins.pueued], env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
-        )  # fmt: skip
+        with (self.root / "pueued.log").open("ab") as log:  # pueued keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [self.bins.pueued], env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

@@ -18,7 +18,7 @@ from checks.config import GateConfig
 from watcher.config import HostConfig
 from watcher.errors import HostError
 from watcher.phases.records import PhaseRecord
-from watcher.poll.remote import pueue_argv, pueue_error
+from watcher.poll.remote import command_error, pueue_argv
 from watcher.store import CheckRun, GateAction
 from watcher.transport import Transport
 
@@ -51,13 +51,18 @@ def decide(gate: GateConfig, phase: PhaseRecord | None, runs: Sequence[CheckRun]
 async def apply(
     host: HostConfig, transport: Transport, action: GateAction, start: bool, reason: str, timeout: float
 ) -> GateAction:
-    """Run ``pueue start --group=G`` or ``pueue pause --group=G`` (one separate, quoted argument)."""
-    verb = "start" if start else "pause"
+    """Run ``pueue start --group=G`` or ``pueue pause --wait --group=G`` (one separate, quoted argument).
+
+    A hold is ``pause --wait``: plain ``pause -g`` also SIGSTOPs the group's running tasks, and a gate must
+    only keep new tasks from starting, never freeze work in progress (a task stopped mid-write to ClickHouse
+    holds its connection and its locks until someone notices)."""
+    verb = ["start"] if start else ["pause", "--wait"]
     try:
         # --group=NAME: pueue would read a name that starts with "-" as an option of its own.
-        answer = await transport.run(pueue_argv(host, verb, f"--group={action.start}"), timeout=timeout)
+        answer = await transport.run(pueue_argv(host, *verb, f"--group={action.start}"), timeout=timeout)
         if answer.exit_status != 0:
-            raise HostError(f"pueue {verb} failed (exit {answer.exit_status}): {pueue_error(answer.stderr)}")
+            why = command_error(answer.stdout, answer.stderr)
+            raise HostError(f"pueue {verb[0]} failed (exit {answer.exit_status}): {why}")
     except HostError as exc:
         log.warning("gate.error", host=host.name, after=action.after, start=action.start, error=str(exc))
         failed = f"{reason}; {exc}"

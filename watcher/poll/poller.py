@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+import structlog
+
 from checks.probes.proc import ProbeParseError, ProbeSample, parse_block
 from watcher.config import HostConfig
 from watcher.errors import HostError, HostTimeout, PueueParseError
@@ -25,6 +27,8 @@ from watcher.pueue.model import Snapshot
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect
 from watcher.transport import Transport
+
+log = structlog.get_logger("watcher.poll")
 
 # Payloads larger than this (and local state files) are decompressed and parsed in a worker thread, so
 # that one large host does not stall the event loop, and with it every other host and the metrics endpoint.
@@ -95,8 +99,13 @@ class HostPoller:
         at = datetime.now(UTC)
         try:
             async with asyncio.timeout(self.timeout):
+                fresh = self._snapshot is None
                 remote = await self._fetch()
                 snapshot = await self._snapshot_of(remote)
+                if fresh and self._suspect is not None and remote.kind in ("state", "handoff"):
+                    # No earlier poll tells how long the file has said so (a restart, `once`): ask now.
+                    remote = await self._confirm(self._fingerprint)
+                    snapshot = await self._snapshot_of(remote)
         except TimeoutError:
             return self._failed(at, started, HostTimeout(f"poll timed out after {self.timeout:g}s"))
         except HostError as exc:
@@ -138,11 +147,17 @@ class HostPoller:
             remote = await self._run(poll_argv(self.host, known))
         if remote.kind == "unchanged" and self._due_for_confirmation():
             # The file has not changed for a poll, and what it says may be stale: ask pueue itself.
-            remote = await self._run(poll_argv(self.host, known, confirm=True))
-            if remote.kind == "status":
-                self.confirmations += 1
-                return dataclasses.replace(remote, kind="confirm")
+            return await self._confirm(known)
         return remote
+
+    async def _confirm(self, known: str) -> RemoteState:
+        """``pueue status``, standing in for the state file whose fingerprint it carries."""
+        remote = await self._run(poll_argv(self.host, known, confirm=True))
+        if remote.kind != "status":
+            return remote
+        self.confirmations += 1
+        log.info("poll.confirmed", host=self.host.name, why=self._suspect)
+        return dataclasses.replace(remote, kind="confirm")
 
     async def _run(self, argv: list[str]) -> RemoteState:
         result = await self.transport.run(argv, timeout=self.timeout)

@@ -188,23 +188,30 @@ printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\npueue-watcher-end %s\n'
 SESSION_END = b"pueue-watcher-end "
 
 
-# Hygiene: `pueue clean` for each named group, in one round trip. $1 pueue, $2 "all" or "successful", $3 the
-# pueue directory, $4 the state file's fingerprint the plan was made from ('' when unknown), then the groups.
+# Hygiene, in one round trip. $1 pueue, $2 the mode, $3 the pueue directory, $4 the state file's fingerprint
+# the plan was made from ('' when unknown), $5 pueue's configuration file and $6 its profile ('' = none), then
+# the groups. Modes: "host" runs one `pueue clean -s` of the whole host, then `pueue clean --group=G` for each
+# group named (none, unless failed tasks are to go too); "successful" runs `pueue clean -s --group=G` and
+# "all" `pueue clean --group=G` for each group named. Why one whole-host clean rather than one per group:
+# pueued's clean scans every task for each Done task under its lock, before it looks at the group, so each
+# per-group clean costs as much as a whole-host one (watcher/hygiene.py; README, "State hygiene").
 # Each group name is its own argument; nothing is spliced into the script. A name is attached to its option
 # (`--group=NAME`): pueue (clap) would read a name that starts with "-" as an option of its own.
 # When the state file changed since the plan (a task was added, or finished, meanwhile), nothing is cleaned
 # and the script says so: `pueue clean` would remove a finished task the watcher has never seen. The check
 # narrows that window from the length of a cycle to the few milliseconds until pueue receives the command.
 CLEAN_SCRIPT = (
-    r"""p=$1 m=$2 d=$3 k=$4
-shift 4
+    r"""p=$1 m=$2 d=$3 k=$4 cf=$5 pf=$6
+shift 6
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
 """
+    + _PUEUE_CALL
     + _PUEUE_DIR
     + _STATE_FILE
     + r"""if [ -n "$k" ] && [ "$s" != "$k" ]; then echo pueue-watcher-clean-deferred; exit 0; fi
+if [ "$m" = host ]; then P clean -s || exit; m=all; fi
 for g do
-if [ "$m" = all ]; then "$p" clean --group="$g" || exit; else "$p" clean -s --group="$g" || exit; fi
+if [ "$m" = all ]; then P clean --group="$g" || exit; else P clean -s --group="$g" || exit; fi
 done
 """
 )
@@ -227,9 +234,14 @@ def fitting_arguments(values: Sequence[str], budget: int = _ARGUMENTS_BUDGET) ->
     return chosen
 
 
-def clean_argv(host: HostConfig, groups: Sequence[str], mode: str, fingerprint: str = "") -> list[str]:
-    """The clean of ``groups``, done only while the state file's fingerprint is still ``fingerprint``."""
-    where = [host.pueue, mode, host.pueue_dir or "", fingerprint]
+def clean_argv(
+    host: HostConfig, groups: Sequence[str], mode: str, fingerprint: str = "", *, whole_host: bool = False
+) -> list[str]:
+    """The clean, done only while the state file's fingerprint is still ``fingerprint``: ``pueue clean``
+    (``-s`` unless ``mode`` is "all") of each of ``groups``; with ``whole_host``, one ``pueue clean -s`` of
+    the whole host first, and then ``pueue clean --group=G`` of each of ``groups``."""
+    where = [host.pueue, "host" if whole_host else mode, host.pueue_dir or "", fingerprint,
+             host.pueue_config or "", host.pueue_profile or ""]  # fmt: skip
     return ["sh", "-c", CLEAN_SCRIPT, "pueue-watcher-clean", *where, *groups]
 
 
@@ -420,6 +432,12 @@ def _decompress(
     if len(out) > limit:
         raise BadPollOutput(f"the {encoding} payload decompresses to more than {limit >> 20} MiB")
     return out
+
+
+def command_error(stdout: bytes | bytearray, stderr: bytes | bytearray) -> str:
+    """Why a pueue command failed, as one line: pueue 4 says so on stderr, while pueue 3.4 prints a request
+    the daemon refused (``Group x doesn't exists…``) on stdout."""
+    return pueue_error(stderr) or pueue_error(stdout) or "no message"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")

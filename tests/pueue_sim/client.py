@@ -4,7 +4,9 @@ Order of events, as in pueue's `main`: parse the arguments (a usage error exits 
 prints `pueue 3.4.1` / `pueue 4.0.0` and needs neither config nor daemon), read the config (none
 found -> "Couldn't find a configuration file. Did you start the daemon yet?", exit 1), connect to
 the daemon (down -> "... while connecting to daemon. Did you start it?", exit 1), then run the
-command. Success messages go to stdout, failures to stderr with exit code 1.
+command. Success messages go to stdout; a request the daemon refuses exits 1 with its answer on stderr
+in 4.x and on stdout in 3.x (`print_error` is `eprintln!` in 4.0.4's display_helper.rs, `println!` in
+3.4.1's display/mod.rs).
 
 `status --json` prints the state in the *client's* time zone, with each task's `envs` in a fresh
 random order (every process deserialises into a new `HashMap`); `-g` and query words only filter
@@ -40,6 +42,7 @@ from .state import (
 from .timefmt import NS, now_ns, parse_ts
 
 MAIN_LOCATION = {"v3": "pueue/src/bin/pueue.rs:80", "v4": "pueue/src/bin/pueue.rs:56"}
+FLAVOR = ["v4"]  # set by `run`: where a refused request's answer is printed
 
 
 class ClapParser(argparse.ArgumentParser):
@@ -115,6 +118,15 @@ def build_parser(version: str) -> ClapParser:
 
     _ids(sub.add_parser("remove"), required=True)
     _ids(sub.add_parser("stash"), required=True)
+
+    restart = sub.add_parser("restart")
+    _ids(restart)
+    restart.add_argument("-a", "--all-failed", action="store_true")
+    restart.add_argument("-g", "--failed-in-group")
+    restart.add_argument("-k", "--start-immediately", action="store_true")
+    restart.add_argument("-s", "--stashed", action="store_true")
+    restart.add_argument("-i", "--in-place", action="store_true")
+    restart.add_argument("--not-in-place", action="store_true")
 
     enqueue = sub.add_parser("enqueue")
     _selection(enqueue)
@@ -207,7 +219,7 @@ def handle_simple(conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
     if response["type"] == "success":
         print(response["text"], flush=True)
     elif response["type"] == "failure":
-        print(response["text"], file=sys.stderr, flush=True)
+        print(response["text"], file=sys.stderr if FLAVOR[0] == "v4" else sys.stdout, flush=True)
         sys.exit(1)
     return response
 
@@ -515,6 +527,54 @@ def cmd_log(flavor: str, conn: Connection, args: argparse.Namespace) -> None:
             print(entry["output"])
 
 
+def cmd_restart(flavor: str, conn: Connection, args: argparse.Namespace) -> None:
+    """`pueue restart` (client side, as in restart.rs): in place, one Restart request for the Done tasks;
+    otherwise one Add request per task, a copy with its envs. Prints which ids it restarted."""
+    state = get_state(conn)
+    done = [i for i in sorted(state["tasks"]) if task_result(state["tasks"][i]) is not None]
+    if args.all_failed or args.failed_in_group is not None:
+        group = args.failed_in_group
+        matching = [i for i in done if task_result(state["tasks"][i]) != "Success"
+                    and (group is None or state["tasks"][i]["group"] == group)]  # fmt: skip
+        mismatching: list[int] = []
+    elif not args.task_ids:
+        fail(flavor, ["Please provide the ids of the tasks you want to restart."])
+    else:
+        matching = [i for i in args.task_ids if i in done]
+        mismatching = [i for i in args.task_ids if i not in done]
+    tasks = [state["tasks"][i] for i in matching]
+    if args.in_place and not args.not_in_place:
+        entries = [
+            {"task_id": t["id"], "original_command": t["original_command"], "path": t["path"],
+             "label": t["label"], "priority": t["priority"]}
+            for t in tasks
+        ]  # fmt: skip
+        request = {"cmd": "restart", "tasks": entries, "stashed": args.stashed,
+                   "start_immediately": args.start_immediately}  # fmt: skip
+        _refused(flavor, conn, request)
+    else:
+        for task in tasks:
+            request = {"cmd": "add", "command": task["original_command"], "path": task["path"],
+                       "envs": task["envs"], "group": task["group"], "dependencies": [],
+                       "priority": task["priority"], "label": task["label"], "stashed": args.stashed,
+                       "enqueue_at": None, "immediate": args.start_immediately}  # fmt: skip
+            _refused(flavor, conn, request)
+    if matching:
+        print(f"Restarted tasks: [{', '.join(map(str, matching))}]")
+    if mismatching:
+        print(f"Couldn't restart tasks: [{', '.join(map(str, mismatching))}]", file=sys.stderr)
+
+
+def _refused(flavor: str, conn: Connection, request: dict[str, Any]) -> None:
+    """Send; a Failure answer becomes the error of `main` (`bail!(message)`)."""
+    conn.send(request)
+    response = conn.receive()
+    if response is None:
+        raise ConnectionError("daemon closed the connection")
+    if response["type"] == "failure":
+        fail(flavor, [response["text"]])
+
+
 def dispatch(flavor: str, conn: Connection, args: argparse.Namespace) -> int:
     cmd = args.cmd or "status"
     if cmd == "status":
@@ -540,6 +600,8 @@ def dispatch(flavor: str, conn: Connection, args: argparse.Namespace) -> int:
         handle_simple(conn, request)
     elif cmd in ("remove", "stash", "_sim-lock", "_sim-unlock"):
         handle_simple(conn, {"cmd": cmd.lstrip("_"), "ids": args.task_ids})
+    elif cmd == "restart":
+        cmd_restart(flavor, conn, args)
     elif cmd == "enqueue":
         delay = parse_delay(args.delay) if args.delay is not None else None
         handle_simple(conn, {"cmd": "enqueue", "selection": selection_of(args), "enqueue_at": delay})
@@ -561,6 +623,7 @@ def dispatch(flavor: str, conn: Connection, args: argparse.Namespace) -> int:
 def run(flavor: str, version: str, argv: list[str]) -> int:
     """Entry point of the simulated `pueue`."""
     gc.disable()  # short-lived; a 76 MB state makes millions of objects and the collector crawl
+    FLAVOR[0] = flavor
     args = build_parser(version).parse_args(argv)
     try:
         settings, found = read_settings(args.config, flavor)

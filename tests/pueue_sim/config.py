@@ -11,7 +11,8 @@ Discovery (`Settings::read`, Linux):
 Paths (`Shared`): `pueue_directory` defaults to `$XDG_DATA_HOME/pueue` or `~/.local/share/pueue`;
 the socket is `shared.unix_socket_path`, else `<runtime_directory>/pueue_<user>.socket`, where the
 runtime directory is `shared.runtime_directory`, else `$XDG_RUNTIME_DIR`, else `pueue_directory`;
-the pid file is `<pueue_directory>/pueue.pid`, the secret `<pueue_directory>/shared_secret`.
+the pid file is `shared.pid_path`, else `<runtime directory>/pueue.pid` (`Shared::pid_path` in
+pueue_lib/src/settings.rs, 3.4.1 and 4.0.4 alike), the secret `<pueue_directory>/shared_secret`.
 A leading `~` is expanded everywhere.
 
 Only a small YAML subset is parsed: nested `key: value` mappings with scalars.
@@ -160,7 +161,7 @@ class Settings:
         return self.unix_socket_path_ or self.runtime_dir() / f"pueue_{username()}.socket"
 
     def pid_path(self) -> Path:
-        return self.pid_path_ or self.pueue_directory / "pueue.pid"
+        return self.pid_path_ or self.runtime_dir() / "pueue.pid"
 
     def shared_secret_path(self) -> Path:
         return self.shared_secret_path_ or self.pueue_directory / "shared_secret"

@@ -4,8 +4,10 @@ Start-up, in pueued's order:
 
 1. Read the config (`config.read_settings`); when none is found write a default one.
 2. Create `pueue_directory`, `task_logs/` and the shared secret.
-3. Refuse to start when `pueue.pid` names a live process ("Pid file already exists and another
-   daemon seems to be running."), otherwise write our pid into it.
+3. Refuse to start when `pueue.pid` (in the runtime directory, see `config.py`) names a live process
+   ("Pid file already exists and another daemon seems to be running."), otherwise write our pid into
+   it. The runtime directory is not created: when it is missing, pueued fails with "Failed to create
+   pid file." (pueue/src/daemon/pid.rs).
 4. Restore `state.json` (`state.json.gz` with v4 `compress_state_file`). A state that does not
    deserialise for this version (a v3 file read by v4, say) is dropped with a warning and the daemon
    starts with only `default`. Restart semantics: Running/Paused -> Done/Killed (v3 leaves `end`
@@ -14,15 +16,22 @@ Start-up, in pueued's order:
 5. Bind the socket; a stale socket file is removed, a live one means another daemon is running.
 
 Then a scheduler loop (every 0.1 s) does what pueue's task handler does: reap finished children
-(exit 0 -> Success, other code -> Failed(code), killed by a signal -> Killed), enqueue delayed
-stashed tasks whose `enqueue_at` has passed, fail Queued tasks whose dependency ended unsuccessfully
-(DependencyFailed), finish resets, and start Queued tasks of Running groups by priority then id,
-respecting `parallel_tasks` (0 = unlimited) and waiting for dependencies to succeed.
+(exit 0 -> Success, other code -> Failed(code), killed by a signal -> Killed), finish resets, enqueue
+delayed stashed tasks whose `enqueue_at` has passed, fail Queued tasks of groups that are not paused
+whose dependency ended unsuccessfully (DependencyFailed), and start Queued tasks of Running groups by
+priority then id, respecting `parallel_tasks` (0 = unlimited) and waiting for dependencies to succeed.
 
 A task runs as `sh -c <command>` in its own process group, in `path`, with exactly its `envs` plus
 `PUEUE_GROUP` and `PUEUE_WORKER_ID` (which are also written into the task's `envs`), stdin a pipe,
 stdout and stderr to `task_logs/<id>.log`. Pausing sends SIGSTOP to the process group, resuming
-SIGCONT, killing SIGKILL. The state is saved after every change (atomically, see `state.py`).
+SIGCONT, killing SIGKILL.
+
+The state is saved (atomically, see `state.py`) where pueued saves it, and only there: after add,
+clean, remove, edit, switch, env, group add/remove, pause, start, kill, a spawn, a finished task, a
+delayed task enqueued, the v3 reset, and at start-up. NOT after marking dependants DependencyFailed,
+stash, enqueue, parallel, restart --in-place, nor (v4) the end of a group reset: the file then lags
+the daemon until the next save (verified in both versions' sources: see
+tests/fixtures/pueue/README.md, "Save points").
 
 SIGTERM/SIGINT (or `pueue shutdown`): kill the children, record them as Killed, save the state,
 remove the socket and the pid file, exit 0.
@@ -49,7 +58,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import errors
-from .config import ConfigError, Settings, read_settings, rust_debug_path, save_default_config
+from .config import ConfigError, Settings, io_error_text, read_settings, rust_debug_path, save_default_config
 from .handlers import HANDLERS, failure
 from .protocol import Connection
 from .state import (
@@ -115,7 +124,12 @@ class Child:
 
 
 class StartupError(Exception):
-    pass
+    """pueued gives up at start-up: pueue's error chain (outermost first) and the Location 4.x prints."""
+
+    def __init__(self, chain: list[str], location: str) -> None:
+        super().__init__(chain[-1])
+        self.chain = chain
+        self.location = location
 
 
 class Daemon:
@@ -170,19 +184,28 @@ class Daemon:
         self.listener = self.bind_socket()
 
     def create_pid_file(self) -> None:
+        """`pid::create_pid_file` (pueue/src/daemon/pid.rs), wrapped in "Failed to create pid file."."""
         pid_path = self.settings.pid_path()
+        outer = "Failed to create pid file."
         if pid_path.exists():
             try:
                 pid = int(pid_path.read_text().strip())
             except ValueError as err:
-                raise StartupError(f"Failed to parse PID from file: {rust_debug_path(pid_path)}") from err
+                chain = [outer, f"Failed to parse PID from file: {rust_debug_path(pid_path)}"]
+                raise StartupError(chain, "pueue/src/daemon/pid.rs:22") from err
             if process_exists(pid) and pid != os.getpid():
-                raise StartupError(
+                message = (
                     "Pid file already exists and another daemon seems to be running.\n"
                     "Please stop the daemon beforehand or delete the file manually: "
                     + rust_debug_path(pid_path)
                 )
-        pid_path.write_text(str(os.getpid()))
+                raise StartupError([outer, message], "pueue/src/daemon/pid.rs:25")
+        try:
+            pid_path.write_text(str(os.getpid()))
+        except OSError as err:
+            path = rust_debug_path(pid_path)
+            message = f"I/O error at path {path} while creating pid file:\n{io_error_text(err)}"
+            raise StartupError([outer, message], "pueue/src/daemon/pid.rs:42") from err
 
     def restore_state(self) -> None:
         path = state_path(self.pueue_dir, self.settings.compress_state_file)
@@ -208,7 +231,6 @@ class Daemon:
 
     def bind_socket(self) -> socket.socket:
         path = self.settings.socket_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -217,9 +239,12 @@ class Daemon:
                 path.unlink()
             else:
                 raise StartupError(
-                    "There seems to be an active pueue daemon.\n"
-                    "If you're sure there isn't, please remove the socket inside the pueue_directory "
-                    "manually."
+                    [
+                        "There seems to be an active pueue daemon.\n"
+                        "If you're sure there isn't, please remove the socket inside the pueue_directory "
+                        "manually."
+                    ],
+                    "pueue/src/daemon/network/socket/unix.rs:35",
                 )
             finally:
                 probe.close()
@@ -258,8 +283,7 @@ class Daemon:
     def scheduler_loop(self) -> None:
         while not self.stopping.is_set():
             with self.lock:
-                if self.tick():
-                    self.save()
+                self.tick()
             time.sleep(TICK)
 
     def shutdown(self) -> None:
@@ -280,8 +304,18 @@ class Daemon:
 
     # ------------------------------------------------------------------ the task handler
 
-    def tick(self) -> bool:
-        changed = self.reap()
+    def tick(self) -> None:
+        """One pass of pueued's task handler, saving where it saves, in its order.
+
+        Finished tasks, delayed tasks enqueued and spawns each save at once; DependencyFailed marking
+        and the end of a v4 group reset change the state without saving it (task_handler.rs and
+        process_handler/ in 4.0.4, task_handler/ in 3.4.1). So after a kill the file holds the
+        killed task, and its dependants still Queued."""
+        if self.reap():
+            self.save()  # handle_finished_tasks
+        if self.finish_resets() and self.flavor == "v3":
+            self.save()  # 3.x `reset_state` saves (state_helper.rs)
+        changed = False
         now = now_ns()
         tasks = self.state["tasks"]
         queued = []  # one pass over the tasks per tick: a 53,000-task state stays cheap
@@ -296,20 +330,25 @@ class Daemon:
                     queued.append(task)
             elif name == "Queued":
                 queued.append(task)
+        if changed:
+            self.save()  # enqueue_delayed_tasks
+        groups = self.state["groups"]
         for task in queued:
+            if status_name(task["status"]) != "Queued" or not task["dependencies"]:
+                continue
+            # Left alone in a paused group, so that a dependency can be fixed and restarted in place.
+            if groups.get(task["group"], {}).get("status") == "Paused":
+                continue
             for dep in task["dependencies"]:
                 dep_task = tasks.get(dep)
                 result = task_result(dep_task) if dep_task else None
                 if result is not None and result != "Success":
                     self.model.set_done(task, "DependencyFailed", now_ns(), end=now_ns())
-                    changed = True
-                    break
-        changed |= self.finish_resets()
+                    break  # no save: pueued does not save after this
         if not self.full_reset:
             while (task_id := self.next_task_id(queued)) is not None:
                 self.spawn(task_id)
-                changed = True
-        return changed
+                self.save()  # spawn_process saves after each start (or failure to spawn)
 
     def reap(self) -> bool:
         changed = False
@@ -468,6 +507,15 @@ class Daemon:
             return Connection.encode(handler(self, request))
 
 
+def _name_process(name: str) -> None:
+    """Call this process ``name`` in /proc/PID/comm, as the real binary is called: a watcher checks that the
+    pid in ``pueue.pid`` is a live ``pueued``, not any process (pids are reused)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+
+
 def run(flavor: str, version: str, argv: list[str]) -> int:
     """Entry point of the simulated `pueued`."""
     import argparse
@@ -479,6 +527,7 @@ def run(flavor: str, version: str, argv: list[str]) -> int:
     parser.add_argument("-c", "--config")
     parser.add_argument("-p", "--profile")
     args = parser.parse_args(argv)
+    _name_process("pueued")
 
     if args.daemonize:
         # `pueued -d` starts a detached copy of itself without `-d` and returns at once.
@@ -504,7 +553,7 @@ def run(flavor: str, version: str, argv: list[str]) -> int:
     try:
         daemon.setup()
     except StartupError as err:
-        sys.stderr.write(errors.render(flavor, [str(err)], "pueue/src/daemon/pid.rs:28"))
+        sys.stderr.write(errors.render(flavor, err.chain, err.location))
         return 1
 
     def stop(_signum: int, _frame: Any) -> None:

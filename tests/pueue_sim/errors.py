@@ -13,16 +13,18 @@
              No such file or directory (os error 2)
 
 * 4.x uses `color_eyre`, which numbers every message, colours it with ANSI escapes even when stderr
-  is not a terminal, and appends a `Location:` and a backtrace hint::
+  is not a terminal (opened before a message, closed after its last line), repeats the number on
+  every line of a multi-line message, leaves a space after `Error:`, and appends a `Location:` and a
+  backtrace hint (as captured from 4.0.4: tests/fixtures/pueue/captures/4.0.4/*.stderr)::
 
       Error:
          0: Failed to initialize client.
          1: Failed to initialize stream.
          2: I/O error at path "..." while connecting to daemon. Did you start it?:
-            No such file or directory (os error 2)
+         2: No such file or directory (os error 2)
 
       Location:
-         pueue/src/client/client.rs:59
+         pueue_lib/src/network/client.rs:85
 
       Backtrace omitted. Run with RUST_BACKTRACE=1 environment variable to display it.
       Run with RUST_BACKTRACE=full to include source snippets.
@@ -58,7 +60,7 @@ def render_anyhow(chain: list[str]) -> str:
 def render_color_eyre(chain: list[str], location: str) -> str:
     out = "Error: "
     for n, message in enumerate(chain):
-        out += "\n" + _indent(RED + message + RESET, f"{n: >4}: ", " " * 6)
+        out += "\n" + _indent(RED + message + RESET, f"{n: >4}: ", f"{n: >4}: ")
     file, _, line = location.rpartition(":")
     out += f"\n\nLocation:\n   {PURPLE}{file}{RESET}:{PURPLE}{line}{RESET}"
     if os.environ.get("RUST_BACKTRACE", "0") == "0":

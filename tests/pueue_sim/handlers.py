@@ -1,9 +1,11 @@
 """The daemon's answers to client requests (pueued's `message_handler/*.rs`).
 
 Each handler runs under the state lock and returns a response dict: `success`/`failure` carry the
-text pueue prints (success on stdout, failure on stderr with exit code 1); `state`, `groups` and
-`log` carry data. Response texts are pueue's, e.g. "New task added (id 4).", "Tasks removed from
-list: 0, 1\\nThe command failed for tasks: 7", "All finished tasks have been removed from group 'x'".
+text pueue prints (success on stdout; a failure exits 1 and goes to stderr in 4.x, to stdout in 3.x);
+`state`, `groups` and `log` carry data. A handler calls `d.save()` only where pueued saves (see
+`daemon.py`): stash, enqueue, parallel and restart --in-place do not. Response texts are pueue's,
+e.g. "New task added (id 4).", "Tasks removed from list: 0, 1\\nThe command failed for tasks: 7",
+"All finished tasks have been removed from group 'x'".
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def group(d: Daemon, request: dict[str, Any]) -> Response:
         parallel_tasks = request.get("parallel")
         d.state["groups"][name] = new_group(1 if parallel_tasks is None else parallel_tasks)
         d.save()
+        if d.flavor == "v3":  # 3.x hands the group to its task handler and answers at once
+            return success(f'Group "{name}" is being created')
         return success(f'New group "{name}" has been created')
     if (missing := ensure_group(d, name)) is not None:
         return missing
@@ -367,7 +371,6 @@ def parallel(d: Daemon, request: dict[str, Any]) -> Response:
     if (missing := ensure_group(d, name)) is not None:
         return missing
     d.state["groups"][name]["parallel_tasks"] = request["parallel_tasks"]
-    d.save()
     return success(f'Parallel tasks setting for group "{name}" adjusted')
 
 
@@ -376,7 +379,10 @@ def stash(d: Daemon, request: dict[str, Any]) -> Response:
     matching, mismatching = filter_ids(d, request["ids"], ("Queued", "Locked"))
     for task_id in matching:
         d.model.set_stashed(d.state["tasks"][task_id], None)
-    d.save()
+    if d.flavor == "v4":
+        # 4.0.4's stash handler reuses enqueue's wording, and counts Stashed/Locked tasks as matching.
+        matching, mismatching = filter_ids(d, request["ids"], ("Stashed", "Locked"))
+        return compile_response("Stashed tasks have been enqueued", matching, mismatching)
     return compile_response("Tasks are stashed", matching, mismatching)
 
 
@@ -399,7 +405,15 @@ def enqueue(d: Daemon, request: dict[str, Any]) -> Response:
             d.model.set_stashed(task, enqueue_at)
         else:
             d.model.set_queued(task, now_ns())
-    d.save()
+    if d.flavor == "v3" and kind == "ids":  # 3.4.1's enqueue.rs: ids only, matched before the change
+        matching = [i for i in value if i in ids]
+        mismatching = [i for i in value if i not in ids]
+        text = (
+            "Tasks are enqueued"
+            if enqueue_at is None
+            else f"Tasks will be enqueued at {format_enqueue_at(enqueue_at)}"
+        )
+        return compile_response(text, matching, mismatching)
     if kind == "ids":
         target = ("Stashed",) if enqueue_at is not None else ("Queued",)
         matching, mismatching = filter_ids(d, value, target)
@@ -420,6 +434,37 @@ def enqueue(d: Daemon, request: dict[str, Any]) -> Response:
         if kind == "group"
         else "All stashed tasks have been enqueued."
     )
+
+
+@handler("restart")
+def restart(d: Daemon, request: dict[str, Any]) -> Response:
+    """`restart --in-place`: Done tasks go back to Queued (or Stashed) with their possibly edited
+    command, path, label and priority. No save (restart.rs in 3.4.1 and 4.0.4)."""
+    ids = [t["task_id"] for t in request["tasks"]]
+    matching, mismatching = filter_ids(d, ids, ("Done",))
+    response = compile_response("Tasks restarted" if d.flavor == "v3" else "Tasks has restarted", matching,
+                                mismatching)  # fmt: skip
+    aliases = d.settings.aliases()
+    for entry in request["tasks"]:
+        task = d.state["tasks"].get(entry["task_id"])
+        if task is None or status_name(task["status"]) != "Done":
+            continue
+        if request.get("stashed"):
+            d.model.set_stashed(task, None)
+        else:
+            d.model.set_queued(task, now_ns())
+        original = entry["original_command"]
+        first, sep, rest = original.partition(" ")
+        task["original_command"] = original
+        task["command"] = aliases[first] + sep + rest if first in aliases else original
+        task["path"] = entry["path"]
+        task["label"] = entry["label"]
+        task["priority"] = entry["priority"]
+        if d.flavor == "v3":  # 3.x resets the times of the previous run
+            task["start"] = task["end"] = None
+    if request.get("start_immediately"):
+        start(d, {"selection": {"ids": ids}})
+    return response
 
 
 @handler("reset")

@@ -17,7 +17,24 @@ from typing import Any
 
 from .config import ConfigError, Settings, io_error_text, rust_debug_path
 
-CLIENT_LOCATION = {"v3": "pueue/src/bin/pueue.rs:94", "v4": "pueue/src/client/client.rs:59"}
+CLIENT_LOCATION = {"v3": "pueue/src/bin/pueue.rs:94", "v4": "pueue_lib/src/network/client.rs:85"}
+# 4.x reads the secret in `main` before it builds the client (pueue/src/bin/pueue.rs:91 in 4.0.4), so a
+# daemon that never ran fails there, on the missing file; 3.x connects first and reads it afterwards.
+SECRET_LOCATION_V4 = "pueue/src/bin/pueue.rs:91"
+
+
+def _read_secret(settings: Settings, flavor: str) -> str:
+    secret_path = settings.shared_secret_path()
+    try:
+        return secret_path.read_text()
+    except OSError as err:
+        message = (
+            f"I/O error at path {rust_debug_path(secret_path)} while opening secret file. "
+            f"Did you start the daemon at least once?:\n{io_error_text(err)}"
+        )
+        if flavor == "v4":
+            raise ConfigError([message], SECRET_LOCATION_V4) from err
+        raise ConfigError(["Failed to initialize client.", message], CLIENT_LOCATION[flavor]) from err
 
 
 class Connection:
@@ -54,6 +71,7 @@ def connect(settings: Settings, flavor: str) -> tuple[Connection, str]:
     Raises ConfigError with pueue's error chain when the daemon is not reachable.
     """
     location = CLIENT_LOCATION[flavor]
+    secret = _read_secret(settings, flavor) if flavor == "v4" else None
     path = settings.socket_path()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -69,19 +87,12 @@ def connect(settings: Settings, flavor: str) -> tuple[Connection, str]:
             ],
             location,
         ) from err
-    secret_path = settings.shared_secret_path()
-    try:
-        secret = secret_path.read_text()
-    except OSError as err:
-        sock.close()
-        raise ConfigError(
-            [
-                "Failed to initialize client.",
-                f"I/O error at path {rust_debug_path(secret_path)} while opening secret file. "
-                f"Did you start the daemon at least once?:\n{io_error_text(err)}",
-            ],
-            location,
-        ) from err
+    if secret is None:
+        try:
+            secret = _read_secret(settings, flavor)
+        except ConfigError:
+            sock.close()
+            raise
     conn = Connection(sock)
     try:
         conn.send({"secret": secret})

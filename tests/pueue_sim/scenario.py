@@ -337,7 +337,8 @@ class SimHost:
 
     @property
     def pid_path(self) -> Path:
-        return self.pueue_dir / "pueue.pid"
+        """In the runtime directory, like the socket (XDG_RUNTIME_DIR is not passed on: see `env`)."""
+        return (self._runtime_dir or self.pueue_dir) / "pueue.pid"
 
     @property
     def state_path(self) -> Path:

@@ -93,6 +93,11 @@ class HygieneSection(_Section):
     )
     dry_run: bool = Field(False, description="Only report what would be cleaned.")
     cooldown: Duration = Field(600.0, description="Least time between two cleans of one host.")
+    timeout: Duration = Field(
+        600.0,
+        description="Budget of one clean of a host, apart from watcher.host_timeout: the clean runs beside "
+        "the host's polls, and when it runs out the clean is recorded as partial.",
+    )
 
 
 class MetricsSection(_Section):

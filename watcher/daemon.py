@@ -6,7 +6,9 @@ line is logged per ``poll_interval``. A host's failure is logged when it starts 
 poll.
 
 SIGTERM and SIGINT stop the loops from starting new cycles; cycles in flight may finish within
-``grace_period`` and are then cancelled. A commit already handed to the store thread completes or rolls back
+``grace_period`` and are then cancelled. A host's clean (hygiene) runs beside its loop; one in flight at
+shutdown may finish within the same grace period, then its client is stopped (pueued finishes a clean it has
+received) and it is recorded as partial. A commit already handed to the store thread completes or rolls back
 as a whole, and the store is closed (flushed) before the exit, which is logged as ``stopped`` (or
 ``crashed``).
 """
@@ -95,9 +97,19 @@ class Daemon:
         )
 
     async def once(self) -> list[CycleOutcome]:
-        """One cycle of every host, with every side effect; then one delivery round per sink."""
+        """One cycle of every host, with every side effect; then one delivery round per sink.
+
+        A clean that a cycle starts is waited for (within ``hygiene.timeout``), and the host is then polled
+        once more, without planning another clean, so that what the clean removed is recorded and stepped
+        through before ``once`` exits; that cycle's outcome is merged into the host's."""
         await self.outbox.flush()
         outcomes = list(await asyncio.gather(*(self._cycle(w) for w in self.watches)))
+        cleaning = [(i, w) for i, w in enumerate(self.watches) if w.cleaning]
+        if cleaning:
+            await asyncio.gather(*(w.clean_finished() for _, w in cleaning))
+            settled = await asyncio.gather(*(self._cycle(w, clean=False) for _, w in cleaning))
+            for (i, _), after in zip(cleaning, settled, strict=True):
+                outcomes[i] = _merged(outcomes[i], after)
         await self.outbox.drain()
         return outcomes
 
@@ -125,10 +137,14 @@ class Daemon:
         watchdog = asyncio.create_task(self._watchdog(stop), name="watchdog")
         await stop.wait()
         notify("STOPPING=1")
-        done, pending = await asyncio.wait(loops, timeout=self.settings.watcher.grace_period)
+        grace = self.settings.watcher.grace_period
+        stopping = time.monotonic()
+        done, pending = await asyncio.wait(loops, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        left = max(0.0, grace - (time.monotonic() - stopping))
+        await asyncio.gather(*(w.stop_cleaning(left) for w in self.watches), return_exceptions=True)
         summary.cancel()
         await asyncio.gather(summary, delivery, watchdog, return_exceptions=True)
         for task in done:
@@ -149,12 +165,11 @@ class Daemon:
                 await self.outbox.flush()
                 first = False
             self.metrics.heartbeat()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), watch.interval)
+            await _pause(watch, stop)
 
-    async def _cycle(self, watch: HostWatch) -> CycleOutcome:
+    async def _cycle(self, watch: HostWatch, *, clean: bool = True) -> CycleOutcome:
         async with self._slots:
-            outcome = await watch.cycle()
+            outcome = await watch.cycle(clean=clean)
         self._stats.add(outcome)
         return outcome
 
@@ -174,6 +189,32 @@ class Daemon:
                 await asyncio.wait_for(stop.wait(), interval)
             self.metrics.heartbeat()
             log.info("cycle", seconds=round(time.monotonic() - started, 1), **self._stats.summary())
+
+
+async def _pause(watch: HostWatch, stop: asyncio.Event) -> None:
+    """Sleep until the host's next poll: its interval, or less when a clean of it ends (the first poll after a
+    clean is the one that shows what it removed), or until ``stop``."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(watch.wake.wait())]
+    try:
+        await asyncio.wait(waits, timeout=watch.interval, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    watch.wake.clear()
+
+
+def _merged(first: CycleOutcome, then: CycleOutcome) -> CycleOutcome:
+    """One host's ``once``: its cycle, and the cycle that settled the clean it started."""
+    first.events += then.events
+    first.phases += then.phases
+    first.checks += then.checks
+    first.gates += then.gates
+    first.clean = then.clean or first.clean
+    first.error = first.error or then.error
+    if not then.result.ok:
+        first.result = then.result
+    return first
 
 
 async def open_store(settings: Settings, stop: asyncio.Event | None = None) -> Store | None:

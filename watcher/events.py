@@ -150,7 +150,10 @@ def probe_change(host: str, kind: str, probe: str, reason: str, at: datetime) ->
 def state_cleaned(record: CleanRecord) -> Event:
     before, after = record.bytes_before, record.bytes_after
     sizes = f"{before} → {after} bytes" if before is not None and after is not None else "size unknown"
-    summary = f"{record.host}: cleaned {', '.join(record.groups)} ({sizes})"
+    groups = record.groups
+    what = f"the whole host ({len(groups)} groups)" if record.scope == "host" else ", ".join(groups)
+    partial = f"; partial: {record.note}" if record.partial else ""
+    summary = f"{record.host}: cleaned {what} ({sizes}){partial}"
     key = f"{record.host}:{record.at.isoformat()}"
     return _event(
         "state.cleaned",
@@ -162,9 +165,14 @@ def state_cleaned(record: CleanRecord) -> Event:
         summary,
         groups=record.groups,
         mode=record.mode,
+        scope=record.scope,
         bytes_before=before,
         bytes_after=after,
         removed=record.removed,
+        partial=record.partial,
+        kept=record.kept,
+        note=record.note,
+        seconds=record.seconds,
     )
 
 

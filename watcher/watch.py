@@ -7,6 +7,8 @@ committed events is the outbox's business (``watcher/outbox.py``), after the cyc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from checks.probes.health import BreachTracker, assessed, breaches, metrics, rat
 from checks.probes.proc import ProbeSample
 from watcher.checking import ClickHouseHandles, HostAccess, pending_runs, run_checks
 from watcher.config import HostConfig, Settings
-from watcher.errors import HostError, StoreError
+from watcher.errors import HostError, HostTimeout, StoreError
 from watcher.events import (
     check_result,
     gate_action,
@@ -30,11 +32,12 @@ from watcher.events import (
     state_cleaned,
 )
 from watcher.gates import apply, decide, pending_gates
-from watcher.hygiene import Hygiene
+from watcher.hygiene import Hygiene, settled, targets, vanished_successes
 from watcher.metrics import MetricsState
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import HostPoller, PollResult
+from watcher.pueue.model import Task
 from watcher.schedule import next_interval, retry_interval
 from watcher.store import CheckRun, CleanRecord, GateAction, Store
 
@@ -50,6 +53,18 @@ class CycleOutcome:
     gates: list[GateAction] = field(default_factory=list)
     clean: CleanRecord | None = None
     error: str | None = None  # a failure after the poll itself (store, clean)
+
+
+@dataclass(slots=True)
+class _Clean:
+    """A clean that runs beside the host's polls, until the first poll after it has been looked at."""
+
+    plan: CleanRecord
+    targets: frozenset[str]  # what it means to remove (tracker.key_of)
+    sent_at: datetime  # the watcher's clock when the command was sent
+    task: asyncio.Task[bool]  # Hygiene.clean: True ran, False deferred
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # monotonic, when the command returned (or failed)
 
 
 class HostWatch:
@@ -85,12 +100,17 @@ class HostWatch:
         # known; an unchanged cycle asks the store nothing (bench/idle.py: the queries were 10 % of its CPU).
         self._maybe_checks = self._maybe_gates = True
         self._first_sight = False
-        # The poller holds a snapshot the tracker has not stepped through (the poll after a clean): the next
-        # cycle must look at it even when its poll answers "unchanged".
-        self._unobserved = False
+        # Hygiene: the clean in flight (at most one per host), and the tasks that vanished across it as the
+        # successes they were, to step through with the next snapshot (hygiene.vanished_successes).
+        self._clean: _Clean | None = None
+        self._vanished: dict[str, list[Task]] = {}
+        self.wake = asyncio.Event()  # set when a clean ends: the loop polls at once, not after its sleep
         self._store_error: str | None = None  # the store's failure in force, logged once (a full disk)
 
-    async def cycle(self) -> CycleOutcome:
+    async def cycle(self, *, clean: bool = True) -> CycleOutcome:
+        """One poll and everything it leads to. ``clean``: hygiene may start a clean (``once`` asks for none
+        in the cycle that only settles the clean it started)."""
+        polled_at = time.monotonic()
         result = await self.poller.poll()
         self.metrics.observe_poll(result, result.at)
         outcome = CycleOutcome(result)
@@ -103,11 +123,17 @@ class HostWatch:
             return outcome
         try:
             await self._health(result, outcome)
-            if result.source != "unchanged" or self._tracks is None or self._unobserved:
+            settling = self._settling(polled_at)
+            if settling is not None:
+                await self._vanished_across(settling, result)
+            if result.source != "unchanged" or self._tracks is None:
                 await self._observe(result, outcome)
             await self._checks(outcome)
             await self._gates(outcome)
-            await self._hygiene(result, outcome)
+            if settling is not None:
+                await self._settle(settling, result, outcome)
+            if clean:
+                await self._hygiene(result, outcome)
         except StoreError as exc:
             self._store_failed(outcome, exc)
         except HostError as exc:
@@ -133,6 +159,9 @@ class HostWatch:
         self._store_error = str(exc)
 
     async def close(self) -> None:
+        if self._clean is not None and not self._clean.task.done():
+            self._clean.task.cancel()
+            await asyncio.gather(self._clean.task, return_exceptions=True)
         await self.poller.close()
 
     def _retry_later(self, result: PollResult) -> None:
@@ -201,7 +230,6 @@ class HostWatch:
         snapshot = result.snapshot
         assert snapshot is not None
         tracks = await self._tracks_loaded()
-        self._unobserved = False
         changed: dict[str, bytes | None] = {}
         for group in sorted(set(snapshot.groups) | set(tracks)):
             track = tracks.setdefault(group, GroupTrack())
@@ -209,7 +237,7 @@ class HostWatch:
                 track,
                 self.host.name,
                 group,
-                snapshot.group_tasks(group),
+                snapshot.group_tasks(group) + tuple(self._vanished.get(group, ())),
                 result.at,
                 first_sight=self._first_sight,
                 alert_on_first_sight=self.settings.watcher.alert_on_first_sight,
@@ -239,6 +267,7 @@ class HostWatch:
             check_runs=outcome.checks,
             gates=outcome.gates,
         )
+        self._vanished = {}  # stepped through and committed
         self._first_sight = False
         for record in outcome.phases:
             if record.status == "completed":
@@ -302,45 +331,132 @@ class HostWatch:
         return {r.group for r in runs if latest.get(r.group) == r.phase_id and r.status != "ok"}
 
     async def _hygiene(self, result: PollResult, outcome: CycleOutcome) -> None:
+        """Start a clean when the state file has grown too large. It runs beside the host's polls (as a
+        task of its own, within ``hygiene.timeout``), at most one at a time per host; the first cycle whose
+        poll began after it ended records what it did (``_settle``)."""
         size = result.state_file_bytes
         if (
-            self.settings.hygiene.clean == "off"
+            self._clean is not None
+            or self.settings.hygiene.clean == "off"
             or size is None
             or size <= self.settings.hygiene.max_state_bytes
         ):
             return
         blocked = await self._blocked_groups() if self.settings.checks else set()
-        plan = self.hygiene.plan(self.host.name, result, self._tracks or {}, result.at, blocked=blocked)
-        if plan is None:
+        whole_host = self.host.groups == ["*"]  # else the snapshot does not show every group of the host
+        tracks = self._tracks or {}
+        plan = self.hygiene.plan(
+            self.host.name, result, tracks, result.at, blocked=blocked, whole_host=whole_host
+        )
+        if plan is None or result.snapshot is None:
             return
         # The record first: what the clean removes is on file before it is gone.
         await self.store.record_clean(plan)
-        timeout = self.settings.watcher.host_timeout
+        budget = self.settings.hygiene.timeout
         fingerprint = self.poller.fingerprint or ""
-        if not await self.hygiene.clean(self.host, self.poller.transport, plan, timeout, fingerprint):
-            # A task was added or finished since this cycle's poll: cleaning now could remove one that was
-            # never seen. The next cycle sees the change, and plans again.
+        run = self.hygiene.clean(self.host, self.poller.transport, plan, budget, fingerprint)
+        if plan.dry_run:
+            await run
+            outcome.clean = plan
+            log.info("state.cleaned", host=self.host.name, groups=plan.groups, scope=plan.scope, dry_run=True,
+                     bytes_before=plan.bytes_before)  # fmt: skip
+            return
+        clean = _Clean(plan, targets(plan, result.snapshot), datetime.now(UTC), asyncio.ensure_future(run))
+        self._clean = clean
+
+        def ended(_: object) -> None:
+            clean.ended = time.monotonic()
+            self.wake.set()
+
+        clean.task.add_done_callback(ended)
+        log.info("state.clean_started", host=self.host.name, scope=plan.scope, groups=len(plan.groups),
+                 bytes=plan.bytes_before, budget=budget)  # fmt: skip
+
+    def _settling(self, polled_at: float) -> _Clean | None:
+        """The clean that ended before this cycle's poll began: the poll shows what it did."""
+        clean = self._clean
+        return clean if clean is not None and clean.ended is not None and clean.ended <= polled_at else None
+
+    @property
+    def cleaning(self) -> bool:
+        """A clean has started and its outcome is not recorded yet."""
+        return self._clean is not None
+
+    async def clean_finished(self) -> None:
+        """Wait for the clean in flight to end (within its budget); the next cycle records its outcome."""
+        if self._clean is not None:
+            await asyncio.gather(self._clean.task, return_exceptions=True)
+
+    async def _vanished_across(self, clean: _Clean, result: PollResult) -> None:
+        """Before the first snapshot after a whole-host clean is stepped through: the tasks the tracker saw
+        unfinished that it removed, as the successes they were (hygiene.vanished_successes)."""
+        task = clean.task
+        if result.snapshot is None or result.source == "unchanged" or task.cancelled() or task.exception():
+            return
+        if task.result():  # not deferred
+            tracks = await self._tracks_loaded()
+            self._vanished = vanished_successes(clean.plan, tracks, result.snapshot, clean.sent_at)
+            if self._vanished:
+                log.info("state.clean_vanished_successes", host=self.host.name,
+                         tasks={g: len(ts) for g, ts in self._vanished.items()})  # fmt: skip
+
+    async def _settle(self, clean: _Clean, result: PollResult, outcome: CycleOutcome) -> None:
+        """Record what the clean did, from this poll: the size after, and what it left (a partial clean is
+        no error); or that it was deferred, or failed."""
+        self._clean = None
+        task, plan = clean.task, clean.plan
+        seconds = None if clean.ended is None else clean.ended - clean.started
+        expired = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            if not isinstance(error, HostTimeout):
+                outcome.error = str(error)
+                log.warning("state.clean_failed", host=self.host.name, error=str(error))
+                return
+            expired = str(error)
+        elif not task.cancelled() and not task.result():
+            # A task was added or finished since the plan's poll: cleaning then could have removed one that
+            # was never seen. This cycle saw the change; the next plans again.
             await self.store.record_clean(msgspec.structs.replace(plan, deferred=True))
             log.info("state.clean_deferred", host=self.host.name, groups=plan.groups)
             return
-        after = await self.poller.poll()
-        # That poll may also have caught changes since this cycle's (a task that finished meanwhile): the
-        # poller now knows them, so its next poll says "unchanged"; step through them then.
-        self._unobserved = True
-        done = plan if plan.dry_run else _with_size(plan, after.state_file_bytes)
+        stopped = task.cancelled()
+        done = settled(plan, clean.targets, result, seconds=seconds, expired=expired, stopped=stopped)
+        await self._record_cleaned(done, outcome)
+
+    async def _record_cleaned(self, done: CleanRecord, outcome: CycleOutcome | None) -> None:
         await self.store.record_clean(done)
-        if not done.dry_run:
-            self.metrics.state_cleaned(self.host.name)
-            event = state_cleaned(done)
-            await self.store.commit(self.host.name, events=[event])
+        self.metrics.state_cleaned(self.host.name)
+        event = state_cleaned(done)
+        await self.store.commit(self.host.name, events=[event])
+        if outcome is not None:
             outcome.events.append(event)
-        outcome.clean = done
-        log.info("state.cleaned", host=self.host.name, groups=done.groups, dry_run=done.dry_run,
-                 bytes_before=done.bytes_before, bytes_after=done.bytes_after)  # fmt: skip
+            outcome.clean = done
+        log.info("state.cleaned", host=self.host.name, scope=done.scope, groups=len(done.groups),
+                 bytes_before=done.bytes_before, bytes_after=done.bytes_after, seconds=done.seconds,
+                 partial=done.partial, kept=sum(done.kept.values()), note=done.note)  # fmt: skip
 
-
-def _with_size(plan: CleanRecord, size: int | None) -> CleanRecord:
-    return msgspec.structs.replace(plan, bytes_after=size)
+    async def stop_cleaning(self, grace: float) -> None:
+        """At shutdown: a clean in flight may finish within ``grace``; then its client is stopped (pueued
+        finishes a clean it has received). Either way its outcome is not seen by a poll: it is recorded as
+        partial, with what is known, so that the store does not keep a plan that looks as if it never ran."""
+        clean = self._clean
+        if clean is None:
+            return
+        if not clean.task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(clean.task), grace)
+        if not clean.task.done():
+            clean.task.cancel()
+            await asyncio.gather(clean.task, return_exceptions=True)
+        self._clean = None
+        task = clean.task
+        if not task.cancelled() and (task.exception() is not None or not task.result()):
+            return  # failed or deferred: nothing was removed
+        seconds = None if clean.ended is None else clean.ended - clean.started
+        unknown = PollResult(self.host.name, datetime.now(UTC), 0.0)
+        done = settled(clean.plan, frozenset(), unknown, seconds=seconds, stopped=True)
+        with contextlib.suppress(StoreError):
+            await self._record_cleaned(done, None)
 
 
 def _previous_status(history: list[CheckRun], run: CheckRun) -> str | None:

@@ -22,6 +22,19 @@ class CleanRecord(msgspec.Struct, frozen=True, kw_only=True):
     failed_labels: dict[str, list[str]]  # group -> labels of the failed tasks the clean removes
     # Not run: the state file changed between the plan and the clean (watcher/poll/remote.py CLEAN_SCRIPT).
     deferred: bool = False
+    # "host": one `pueue clean -s` of the whole host (every group's successful tasks: ``removed`` lists the
+    # running groups too), then, with mode "all", `pueue clean --group=G` of the complete groups that hold
+    # failed tasks; "groups": `pueue clean [-s] --group=G` of each of ``groups`` (watcher/hygiene.py).
+    scope: str = "groups"
+    # The outcome, known from the first poll after the clean. Partial: some of what the plan meant to remove
+    # is still there (``kept``: group -> how many tasks), because the budget (hygiene.timeout) ran out, the
+    # watcher stopped meanwhile, or pueue keeps tasks that unfinished ones depend on; ``note`` says which.
+    # The body is msgspec JSON: a record written before these fields existed reads with their defaults
+    # (scope "groups", complete), so they need no schema migration.
+    partial: bool = False
+    kept: dict[str, int] = msgspec.field(default_factory=dict)
+    note: str | None = None
+    seconds: float | None = None  # how long the clean command ran: an upper bound of pueued's lock time
 
 
 class CheckRun(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -109,8 +110,16 @@ class RealPueue:
     layout: str = "runtime"  # "runtime" ($XDG_RUNTIME_DIR set) or "plain"
     config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # extra pueue.yml sections
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _home: Path = field(init=False)
 
     def __post_init__(self) -> None:
+        # The plain layout puts the socket in ~/.local/share/pueue, and a Unix socket's path must fit in 108
+        # bytes: pytest's temporary directories are too deep for that, so such a HOME moves to a short one.
+        self._home = self.root / "home"
+        if len(str(self._home / ".local/share/pueue/pueue_user.socket")) > 100:
+            self._home = Path(tempfile.mkdtemp(prefix="pueue-home-"))
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "home").symlink_to(self._home)
         self.home.mkdir(parents=True, exist_ok=True)
         if self.layout == "runtime":
             self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -123,7 +132,7 @@ class RealPueue:
 
     @property
     def home(self) -> Path:
-        return self.root / "home"
+        return self._home
 
     @property
     def runtime_dir(self) -> Path:
@@ -184,6 +193,8 @@ class RealPueue:
     def stop(self) -> None:
         terminate(self.proc)
         self.proc = None
+        if self._home != self.root / "home":
+            shutil.rmtree(self._home, ignore_errors=True)
 
     def crash(self) -> None:
         """SIGKILL the daemon: its pid file stays behind."""

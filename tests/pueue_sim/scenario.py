@@ -514,11 +514,15 @@ class SimHost:
                 raise TimeoutError(f"condition not met within {timeout}s")
             time.sleep(interval)
 
-    def wait_for_status(self, task_id: int, status: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Wait until the state file shows the task with this status name (Done, Running, ...)."""
+    def wait_for_status(
+        self, task_id: int, status: str, timeout: float = 10.0, source: str = "state"
+    ) -> dict[str, Any]:
+        """Wait until the state file (or, with `source="status"`, the daemon) shows the task with this
+        status name (Done, Running, ...). A change pueued does not save (DependencyFailed, stash,
+        enqueue, restart --in-place) reaches the file only with the next save: wait on "status"."""
 
         def check() -> dict[str, Any] | None:
-            task = self.task(task_id)
+            task = self.task(task_id, source)
             return task if task is not None and status_name(task["status"]) == status else None
 
         return self.wait_until(check, timeout)

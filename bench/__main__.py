@@ -21,6 +21,7 @@ SCENARIOS = {
     "checks": "bench.checks_10m",
     "fleet": "bench.fleet",
     "real": "bench.real_pueue",
+    "hygiene": "bench.hygiene_real",
 }
 SUITE = ["parse", "fleet", "real"]
 

@@ -145,7 +145,7 @@ class AddProbe:
 
 
 def watcher_config(root: Path, host: RealPueue, timeout: str | None) -> Path:
-    hygiene: dict[str, Any] = {"max_state_bytes": "50MB", "cooldown": "0s"}
+    hygiene: dict[str, Any] = {"max_state_bytes": "50MB", "cooldown": "0.1s"}
     if timeout is not None:
         hygiene["timeout"] = timeout
     entry = {"name": "local", "transport": "local", "pueue": str(host.bins.pueue)}
@@ -156,7 +156,7 @@ def watcher_config(root: Path, host: RealPueue, timeout: str | None) -> Path:
 def once(config: Path, host: RealPueue, source: Path) -> tuple[int, float, str]:
     env = host.env | {"PYTHONPATH": str(source)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "watcher", "-c", str(config), "once"], env=env, cwd=source,
+    done = subprocess.run([sys.executable, "-m", "watcher", "once", "-c", str(config)], env=env, cwd=source,
                           capture_output=True, text=True, timeout=1800, check=False)  # fmt: skip
     return done.returncode, time.perf_counter() - started, done.stdout + done.stderr
 
@@ -264,6 +264,15 @@ def table_only() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def headline_only() -> None:
+    """The headline alone (``python -m bench.hygiene_real headline``)."""
+    root = Path(tempfile.mkdtemp(prefix="bench-hygiene-"))
+    try:
+        print(headline(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    table_only() if sys.argv[1:] == ["table"] else run()
+    {"table": table_only, "headline": headline_only}.get(" ".join(sys.argv[1:]), run)()
     os._exit(0)

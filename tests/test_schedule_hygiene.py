@@ -1,13 +1,16 @@
-"""Adaptive polling decisions and hygiene plans, on hand-made snapshots."""
+"""Adaptive polling decisions, and hygiene plans and outcomes, on hand-made snapshots."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from watcher.config import HygieneSection, WatcherSection
-from watcher.hygiene import Hygiene
-from watcher.phases.tracker import GroupTrack, OpenPhase
+from msgspec.structs import replace
+
+from watcher.config import HostConfig, HygieneSection, WatcherSection
+from watcher.hygiene import Hygiene, per_group, settled, targets, vanished_successes
+from watcher.phases.tracker import GroupTrack, OpenPhase, _member, key_of, step
 from watcher.poll.poller import PollResult
+from watcher.poll.remote import clean_argv
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.schedule import next_interval
 
@@ -93,3 +96,94 @@ def test_hygiene_below_threshold_or_off_does_nothing() -> None:
         Hygiene(HygieneSection(max_state_bytes=1000, clean="off")).plan("h", result_of(s, 9999), tracks, NOW)
         is None
     )
+
+
+def running_and_done() -> tuple[Snapshot, dict[str, GroupTrack]]:
+    s = snap(
+        t(0, Status.DONE, Result.SUCCESS, group="done"),
+        t(1, Status.DONE, Result.FAILED, group="done"),
+        t(2, Status.DONE, Result.SUCCESS, group="busy"),
+        t(3, Status.DONE, Result.FAILED, group="busy"),
+        t(4, Status.RUNNING, group="busy"),
+    )
+    busy = GroupTrack(phase=OpenPhase("p", 0, {key_of(x): _member(x) for x in s.group_tasks("busy")}))
+    return s, {"done": GroupTrack(), "busy": busy}
+
+
+def test_hygiene_cleans_the_whole_host_when_every_group_is_recorded_or_tracked() -> None:
+    """A complete recorded group and a running tracked one: one whole-host clean -s, which names no group and
+    removes the successful tasks of both (the running group's stay in its open phase)."""
+    s, tracks = running_and_done()
+    plan = Hygiene(HygieneSection(max_state_bytes=1000)).plan("h", result_of(s, 5000), tracks, NOW)
+    assert plan is not None
+    assert (plan.scope, plan.groups) == ("host", ["busy", "done"])
+    assert plan.removed == {"busy": {"success": 1}, "done": {"success": 1}}
+    assert per_group(plan) == []
+    assert clean_argv(HostConfig(name="h"), per_group(plan), plan.mode, whole_host=True)[4:6] == [
+        "pueue",
+        "host",
+    ]
+
+
+def test_clean_all_names_only_complete_recorded_groups_for_their_failed_tasks() -> None:
+    """``clean = "all"``: the failed task of the running group stays; the complete group's goes, by name."""
+    s, tracks = running_and_done()
+    plan = Hygiene(HygieneSection(max_state_bytes=1000, clean="all")).plan(
+        "h", result_of(s, 5000), tracks, NOW
+    )
+    assert plan is not None and plan.scope == "host"
+    assert plan.removed == {"busy": {"success": 1}, "done": {"success": 1, "failed": 1}}
+    assert per_group(plan) == ["done"]
+
+
+def test_a_group_that_must_keep_its_tasks_falls_back_to_per_group_cleans() -> None:
+    """A blocked group (a check did not pass), or a host watched only in part: no whole-host clean."""
+    s, tracks = running_and_done()
+    hygiene = Hygiene(HygieneSection(max_state_bytes=1000))
+    blocked = hygiene.plan("h", result_of(s, 5000), tracks, NOW, blocked={"busy"})
+    assert blocked is not None and (blocked.scope, blocked.groups) == ("groups", ["done"])
+    partial_view = hygiene.plan("h", result_of(s, 5000), tracks, NOW, whole_host=False)
+    assert partial_view is not None and (partial_view.scope, partial_view.groups) == ("groups", ["done"])
+
+
+def test_nothing_to_remove_plans_no_clean() -> None:
+    """Above the threshold with only failed tasks and clean -s: no clean that would hold pueue's lock for
+    nothing."""
+    s = snap(t(0, Status.DONE, Result.FAILED))
+    assert (
+        Hygiene(HygieneSection(max_state_bytes=1)).plan("h", result_of(s, 5000), {"g": GroupTrack()}, NOW)
+        is None
+    )
+
+
+def test_a_task_seen_running_that_vanishes_across_a_host_clean_succeeded() -> None:
+    """After a whole-host clean -s, a task last seen unfinished and gone now is stepped through as a success,
+    so its phase completes instead of counting it removed (or being abandoned)."""
+    s, tracks = running_and_done()
+    plan = Hygiene(HygieneSection(max_state_bytes=1000)).plan("h", result_of(s, 5000), tracks, NOW)
+    assert plan is not None
+    after = snap(t(3, Status.DONE, Result.FAILED, group="busy"))  # 2 cleaned; 4 succeeded, then cleaned
+    found = vanished_successes(plan, tracks, after, NOW)
+    assert [(x.id, x.state, x.end) for x in found["busy"]] == [(4, "success", NOW)]
+    track = tracks["busy"]
+    stepped = step(track, "h", "busy", after.group_tasks("busy") + tuple(found["busy"]), NOW)
+    [record] = stepped.completed
+    assert record.counts == {"success": 2, "failed": 1}
+    assert vanished_successes(replace(plan, scope="groups"), tracks, after, NOW) == {}
+
+
+def test_settled_records_what_was_kept_as_partial() -> None:
+    """What the plan meant to remove and is still there after: a partial clean, with the reason."""
+    s, tracks = running_and_done()
+    plan = Hygiene(HygieneSection(max_state_bytes=1000)).plan("h", result_of(s, 5000), tracks, NOW)
+    assert plan is not None
+    planned = targets(plan, s)
+    kept = settled(
+        plan, planned, result_of(snap(t(0, Status.DONE, Result.SUCCESS, group="done")), 900), seconds=1
+    )
+    assert (kept.partial, kept.kept, kept.bytes_after) == (True, {"done": 1}, 900)
+    assert kept.note is not None and "depend" in kept.note
+    complete = settled(plan, planned, result_of(snap(t(4, Status.RUNNING, group="busy")), 500), seconds=1)
+    assert (complete.partial, complete.kept, complete.note) == (False, {}, None)
+    expired = settled(plan, planned, result_of(s, 5000), seconds=600, expired="command timed out after 600s")
+    assert expired.partial and expired.note is not None and "budget" in expired.note

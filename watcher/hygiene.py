@@ -110,7 +110,7 @@ class Hygiene:
             scope="host" if host_scope else "groups",
         )
         removed, failed = {}, {}
-        for group, gone in _going(record, snapshot).items():
+        for group, gone in _going(record, snapshot, per_group).items():
             removed[group] = {k: n for k, n in count_states(gone).items() if n}
             failed[group] = [t.label or f"#{t.id}" for t in gone if t.state != "success"][:20]
         groups = [g for g in record.groups if removed[g]]  # a group with nothing to remove is not named
@@ -228,9 +228,12 @@ def vanished_successes(
     return found
 
 
-def _going(plan: CleanRecord, snapshot: Snapshot) -> dict[str, list[Task]]:
-    """Per group, the tasks of ``snapshot`` the plan asks pueue to remove."""
-    named = set(per_group(plan))
+def _going(
+    plan: CleanRecord, snapshot: Snapshot, named_groups: list[str] | None = None
+) -> dict[str, list[Task]]:
+    """Per group, the tasks of ``snapshot`` the plan asks pueue to remove. ``named_groups``: the groups it
+    names (:func:`per_group` needs the plan's ``removed``; the plan passes them while it computes that)."""
+    named = set(per_group(plan) if named_groups is None else named_groups)
     going: dict[str, list[Task]] = {}
     for group in plan.groups:
         everything = plan.mode == "all" and group in named

@@ -1,0 +1,214 @@
+"""Hygiene against real pueued 4.0.4 and 3.4.1, in both layouts: ``python -m watcher once`` on the local host.
+
+The large case is the acceptance of issue 12: 53,000 finished tasks (~70 MB) end below 1 MB within three
+``once`` runs, with no error. The small ones pin what a whole-host ``pueue clean -s`` must not do: lose or
+falsify a phase's record when a running task finishes between the plan's check and pueued taking its lock, or
+remove failed tasks of a group whose phase is not recorded; and that a partial clean (pueue keeps a task an
+unfinished one depends on; the budget runs out) is recorded as such, with exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.fleet import watcher, write_config
+from tests.harness.real_pueue import LAYOUTS, VERSIONS, RealPueue, real_pueue
+from tests.pueue_sim.generate import generate_state
+
+BOTH = [pytest.param((v, layout), id=f"{v}-{layout}") for v in VERSIONS for layout in LAYOUTS]
+
+
+@pytest.fixture(params=BOTH)
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RealPueue]:
+    version, layout = request.param
+    with real_pueue(tmp_path / "pueue", version, layout) as started:
+        yield started
+
+
+def config(root: Path, host: RealPueue, pueue: Path | None = None, **hygiene: Any) -> Path:
+    entry = {"name": "local", "transport": "local", "pueue": str(pueue or host.bins.pueue)}
+    sections = {
+        "watcher": {"state_path": str(root / "watcher.db"), "host_timeout": "60s"},
+        "hygiene": {"max_state_bytes": 1, "cooldown": "0.1s"} | hygiene,
+        "metrics": {"listen": ""},
+    }
+    return write_config(root / "config.toml", [entry], **sections)
+
+
+def once(path: Path, host: RealPueue) -> tuple[int, list[dict[str, Any]], str]:
+    """``python -m watcher once --json`` with the pueue host's environment: exit code, events, stderr."""
+    done = watcher("once", "-c", str(path), "--json", env=host.env | _python_env(), timeout=900)
+    events = json.loads(done.stdout) if done.stdout.strip().startswith("[") else []
+    return done.returncode, events, done.stderr
+
+
+def _python_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def history(path: Path, host: RealPueue) -> list[dict[str, Any]]:
+    done = watcher("history", "-c", str(path), "--json", env=host.env | _python_env())
+    assert done.returncode == 0, done.stderr
+    entries: list[dict[str, Any]] = json.loads(done.stdout)
+    return entries
+
+
+def wrapper(root: Path, host: RealPueue, before_clean: str) -> Path:
+    """A ``pueue`` that runs ``before_clean`` (Python, with ``pueue(*args)``) before a ``clean``."""
+    path = root / "pueue-wrapper"
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, subprocess, sys, time\n"
+        f"REAL = {str(host.bins.pueue)!r}\n"
+        "def pueue(*args):\n"
+        "    return subprocess.run([REAL, *args], capture_output=True, text=True).stdout\n"
+        "if 'clean' in sys.argv[1:]:\n"
+        + "".join(f"    {line}\n" for line in before_clean.splitlines())
+        + "os.execv(REAL, [REAL, *sys.argv[1:]])\n"
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def wait_done(host: RealPueue, task: int) -> None:
+    host.wait_for(
+        lambda d: host.task_state(task, d) not in ("Queued", "Running", "Locked"), what=f"#{task} done"
+    )
+
+
+@pytest.mark.parametrize(("version", "layout"), [("4.0.4", "runtime"), ("3.4.1", "plain")])
+def test_53000_finished_tasks_end_below_1mb_within_3_cycles(
+    tmp_path: Path, version: str, layout: str
+) -> None:
+    """53,000 successful tasks in 40 complete groups (~70 MB, max_state_bytes 50MB): below 1 MB within three
+    ``once`` runs, each exiting 0, with the clean recorded and history keeping every group's phase."""
+    root = tmp_path / "pueue"
+    pueue = RealPueue(root, _bins(version), layout)
+    pueue.pueue_dir.mkdir(parents=True, exist_ok=True)
+    flavor = "v4" if version.startswith("4") else "v3"
+    generate_state(pueue.pueue_dir, flavor, 53_000, 40, statuses={"Success": 1.0}, envs_bytes=1320, seed=1)
+    assert pueue.state_file.stat().st_size > 65_000_000
+    pueue.start(timeout=120)
+    try:
+        path = config(tmp_path, pueue, max_state_bytes="50MB", timeout="15m")
+        cleaned = []
+        for _ in range(3):
+            code, events, stderr = once(path, pueue)
+            assert code == 0, stderr[-2000:]
+            assert "clean_failed" not in stderr
+            cleaned += [e for e in events if e["event"] == "state.cleaned"]
+            if pueue.state_file.stat().st_size < 1_000_000:
+                break
+        assert pueue.state_file.stat().st_size < 1_000_000
+        assert cleaned and cleaned[0]["scope"] == "host" and not cleaned[0]["partial"]
+        assert sum(n for counts in cleaned[0]["removed"].values() for n in counts.values()) == 53_000
+        phases = [p for p in history(path, pueue) if p["status"] == "completed"]
+        assert len(phases) == 40
+    finally:
+        pueue.stop()
+
+
+def _bins(version: str) -> Any:
+    from tests.harness.real_pueue import require_pueue
+
+    return require_pueue(version)
+
+
+def test_a_task_that_succeeds_as_the_clean_starts_completes_its_phase(
+    tmp_path: Path, host: RealPueue
+) -> None:
+    """A running task that finishes between the plan's check and pueued's clean is removed by ``clean -s``
+    unseen; the watcher counts it as the success it was, and its group's phase completes, not abandoned."""
+    release = tmp_path / "release"
+    host.group_add("busy")
+    first = host.add("true", group="busy", label="first")
+    wait_done(host, first)
+    last = host.add(f"while [ ! -e {release} ]; do sleep 0.05; done", group="busy", label="last")
+    host.wait_for(lambda d: host.task_state(last, d) == "Running", what="last running")
+    wait_done(host, host.add("true", label="other"))  # the default group: complete
+    # The window, made wide: the wrapper lets `last` finish, and waits until pueued has it Done, after the
+    # clean script checked the state file and before `pueue clean -s` reaches pueued.
+    before = (
+        f"open({str(release)!r}, 'w').close()\n"
+        f"while 'Done' not in json.dumps(json.loads(pueue('status', '--json'))['tasks']['{last}']):\n"
+        "    time.sleep(0.05)\n"
+    )
+    path = config(tmp_path, host, wrapper(tmp_path, host, before))
+    code, events, stderr = once(path, host)
+    assert code == 0, stderr
+    assert host.status()["tasks"] == {}, "the whole host's successful tasks were cleaned"
+    busy = [p for p in history(path, host) if p["group"] == "busy"]
+    assert [(p["status"], p["outcome"], p["counts"]) for p in busy] == [
+        ("completed", "success", {"success": 2})
+    ]
+    cleaned = [e for e in events if e["event"] == "state.cleaned"]
+    assert len(cleaned) == 1 and cleaned[0]["scope"] == "host"
+
+
+def test_a_task_others_depend_on_is_kept_and_the_clean_is_partial(tmp_path: Path, host: RealPueue) -> None:
+    """pueue keeps a successful task that a queued task depends on: the clean is recorded as partial, with
+    what was kept, and ``once`` exits 0."""
+    base = host.add("true", label="base")
+    host.add("true", label="alone")
+    wait_done(host, base)
+    host.group_add("later")
+    host.pueue("pause", "--group=later")
+    host.add("true", group="later", after=[base], label="waits")
+    path = config(tmp_path, host)
+    code, events, stderr = once(path, host)
+    assert code == 0, stderr
+    cleaned = [e for e in events if e["event"] == "state.cleaned"]
+    assert len(cleaned) == 1
+    assert cleaned[0]["partial"] is True
+    assert cleaned[0]["kept"] == {"default": 1}
+    assert "depend" in cleaned[0]["note"]
+    assert str(base) in host.status()["tasks"]
+
+
+def test_an_expired_budget_is_a_partial_clean_not_an_error(tmp_path: Path, host: RealPueue) -> None:
+    """The clean outlives ``hygiene.timeout``: recorded as partial (the budget ran out), and ``once`` exits
+    0."""
+    done = host.add("true")
+    wait_done(host, done)
+    path = config(tmp_path, host, wrapper(tmp_path, host, "time.sleep(30)"), timeout="1s")
+    code, events, stderr = once(path, host)
+    assert code == 0, stderr
+    cleaned = [e for e in events if e["event"] == "state.cleaned"]
+    assert len(cleaned) == 1, stderr
+    assert cleaned[0]["partial"] is True
+    assert "budget" in cleaned[0]["note"]
+    assert cleaned[0]["kept"] == {"default": 1}
+
+
+def test_clean_all_keeps_failed_tasks_of_a_group_still_running(tmp_path: Path, host: RealPueue) -> None:
+    """``clean = "all"``: failed tasks of a complete, recorded group go; those of a group whose phase is still
+    open stay (its successful tasks go, and the tracker keeps them)."""
+    host.group_add("busy")
+    failed_busy = host.add("false", group="busy")
+    wait_done(host, failed_busy)
+    ok_busy = host.add("true", group="busy")
+    wait_done(host, ok_busy)
+    release = tmp_path / "release"
+    running = host.add(f"while [ ! -e {release} ]; do sleep 0.05; done", group="busy")
+    failed_done = host.add("false")
+    wait_done(host, failed_done)
+    host.wait_for(lambda d: host.task_state(running, d) == "Running", what="running")
+    path = config(tmp_path, host, clean="all")
+    code, _, stderr = once(path, host)
+    assert code == 0, stderr
+    left = set(host.status()["tasks"])
+    assert left == {str(failed_busy), str(running)}
+    release.touch()
+    wait_done(host, running)
+    code, _, stderr = once(path, host)
+    assert code == 0, stderr
+    busy = [p for p in history(path, host) if p["group"] == "busy"]
+    assert [(p["status"], p["counts"]) for p in busy] == [("completed", {"failed": 1, "success": 2})]

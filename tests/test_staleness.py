@@ -5,9 +5,10 @@ The same scenarios run against real pueued 4.0.4 and 3.4.1 in tests/real_pueue/t
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -47,12 +48,12 @@ CASES: list[tuple[str, Snapshot, bool]] = [
         "waits on a running task",
         snap([task(0, "a", R), task(1, "g", Q, after=(0,))], a=("Running", 1), g=("Running", 1)),
         False,
-    ),  # fmt: skip
+    ),
     (
         "its dependency failed",
         snap([task(0, "g", D, Result.KILLED), task(1, "g", Q, after=(0,))], g=("Running", 1)),
         True,
-    ),  # fmt: skip
+    ),
     (
         "its dependency failed, group busy",
         snap(
@@ -61,12 +62,12 @@ CASES: list[tuple[str, Snapshot, bool]] = [
             g=("Running", 1),
         ),
         True,
-    ),  # fmt: skip
+    ),
     (
         "failed dependency in a paused group: pueue waits",
         snap([task(0, "g", D, Result.FAILED), task(1, "g", Q, after=(0,))], g=("Paused", 1)),
         False,
-    ),  # fmt: skip
+    ),
     ("a group in reset", snap([], g=("Reset", 1)), True),
     ("all done", snap([task(0, "g", D, Result.SUCCESS)], g=("Running", 1)), False),
 ]
@@ -74,7 +75,7 @@ CASES: list[tuple[str, Snapshot, bool]] = [
 
 @pytest.mark.parametrize(("name", "snapshot", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_what_pueued_never_keeps_for_long_is_suspect(name: str, snapshot: Snapshot, expected: bool) -> None:
-    """Each case is a state pueued's task loop resolves at once (suspect), or one it keeps (not)."""
+    """Each case is a state pueued's task loop resolves at once (suspect), or one it keeps."""
     assert (suspect(snapshot, set(snapshot.groups)) is not None) is expected
 
 
@@ -85,16 +86,43 @@ def test_only_watched_groups_count() -> None:
 
 
 def _document(dependency_failed: bool) -> bytes:
-    b: Any = {"Done": {"enqueued_at": "2026-01-01T00:00:00Z", "start": "2026-01-01T00:00:01Z",
-                       "end": "2026-01-01T00:00:01Z", "result": "DependencyFailed"}} if dependency_failed else {
-        "Queued": {"enqueued_at": "2026-01-01T00:00:00Z"}}  # fmt: skip
+    b: Any = (
+        {
+            "Done": {
+                "enqueued_at": "2026-01-01T00:00:00Z",
+                "start": "2026-01-01T00:00:01Z",
+                "end": "2026-01-01T00:00:01Z",
+                "result": "DependencyFailed",
+            }
+        }
+        if dependency_failed
+        else {"Queued": {"enqueued_at": "2026-01-01T00:00:00Z"}}
+    )
     tasks = {
-        "0": {"id": 0, "created_at": "2026-01-01T00:00:00Z", "group": "p2", "dependencies": [], "label": None,
-              "status": {"Done": {"enqueued_at": "2026-01-01T00:00:00Z", "start": "2026-01-01T00:00:00Z",
-                                  "end": "2026-01-01T00:00:01Z", "result": "Killed"}}},
-        "1": {"id": 1, "created_at": "2026-01-01T00:00:00Z", "group": "p2", "dependencies": [0], "label": None,
-              "status": b},
-    }  # fmt: skip
+        "0": {
+            "id": 0,
+            "created_at": "2026-01-01T00:00:00Z",
+            "group": "p2",
+            "dependencies": [],
+            "label": None,
+            "status": {
+                "Done": {
+                    "enqueued_at": "2026-01-01T00:00:00Z",
+                    "start": "2026-01-01T00:00:00Z",
+                    "end": "2026-01-01T00:00:01Z",
+                    "result": "Killed",
+                }
+            },
+        },
+        "1": {
+            "id": 1,
+            "created_at": "2026-01-01T00:00:00Z",
+            "group": "p2",
+            "dependencies": [0],
+            "label": None,
+            "status": b,
+        },
+    }
     return json.dumps({"tasks": tasks, "groups": {"p2": {"status": "Running", "parallel_tasks": 1}}}).encode()
 
 
@@ -107,11 +135,15 @@ def _answer(kind: str, payload: bytes = b"", fingerprint: str = "100 1.5 7") -> 
 
 async def test_a_suspect_file_is_confirmed_once_after_a_poll_without_change() -> None:
     """State (suspect) → unchanged → confirmed by `pueue status`, then trusted while the file stays put."""
-    fake = FakeTransport([
-        _answer("state gzip", _document(False)),
-        _answer("unchanged"), _answer("status gzip", _document(True)),
-        _answer("unchanged"), _answer("unchanged"),
-    ])  # fmt: skip
+    fake = FakeTransport(
+        [
+            _answer("state gzip", _document(False)),
+            _answer("unchanged"),
+            _answer("status gzip", _document(True)),
+            _answer("unchanged"),
+            _answer("unchanged"),
+        ]
+    )
     poller = HostPoller(HostConfig(name="h"), fake, timeout=5)
     poller._snapshot = Snapshot(groups={}, tasks=())  # an earlier poll: not fresh
     poller._fingerprint = "99 1.0 7"
@@ -127,7 +159,7 @@ async def test_a_suspect_file_is_confirmed_once_after_a_poll_without_change() ->
 
 
 async def test_a_fresh_poller_confirms_a_suspect_file_at_once() -> None:
-    """No earlier poll says how long the file has looked so (a restart, `once`): ask pueue in the same poll."""
+    """No earlier poll says how long the file has looked so (a restart, `once`): ask pueue in this poll."""
     fake = FakeTransport([_answer("state gzip", _document(False)), _answer("status gzip", _document(True))])
     poller = HostPoller(HostConfig(name="h"), fake, timeout=5)
     result = await poller.poll()
@@ -152,6 +184,6 @@ async def test_a_state_that_stays_suspect_is_confirmed_ever_less_often() -> None
     poller = HostPoller(HostConfig(name="h"), AnswersByRequest([]), timeout=5)
     sources = [(await poller.poll()).source for _ in range(80)]
     confirms = [i for i, s in enumerate(sources) if s == "confirm"]
-    gaps = [b - a for a, b in zip(confirms, confirms[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(confirms)]
     assert gaps[:5] == [2, 4, 8, 16, 32], sources
     assert poller.confirmations == len(confirms) < 10

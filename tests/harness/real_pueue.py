@@ -193,6 +193,10 @@ class RealPueue:
     def stop(self) -> None:
         terminate(self.proc)
         self.proc = None
+
+    def remove(self) -> None:
+        """Stop the daemon and remove a HOME that lives outside ``root``."""
+        self.stop()
         if self._home != self.root / "home":
             shutil.rmtree(self._home, ignore_errors=True)
 
@@ -266,4 +270,4 @@ def real_pueue(root: Path, version: str, layout: str = "runtime", **kwargs: Any)
     try:
         yield host.start()
     finally:
-        host.stop()
+        host.remove()

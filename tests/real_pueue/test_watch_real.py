@@ -229,3 +229,21 @@ def _once(config: Path) -> list[dict[str, Any]]:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     events: list[dict[str, Any]] = json.loads(proc.stdout)
     return events
+
+
+async def test_a_daemon_that_is_down_is_one_readable_line(watched: WatchedHost, poller: HostPoller) -> None:
+    """SIGKILLed (its pid file stays, naming a dead pid) or stopped: the poll fails with pueue's own error as
+    one line, with no colour codes or backtrace section (4.0.4 prints both, even on a pipe)."""
+    host = watched.pueue
+    assert (await poller.poll()).ok
+    host.crash()
+    assert host.pid_file.exists()
+    killed = await poller.poll()
+    host.start()
+    assert (await poller.poll()).ok
+    host.stop()
+    stopped = await poller.poll()
+    for result in (killed, stopped):
+        assert not result.ok and result.error is not None
+        assert result.error.startswith("pueue status failed (exit 1): Failed to initialize client")
+        assert "\n" not in result.error and "\x1b" not in result.error and "Location" not in result.error

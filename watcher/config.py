@@ -84,7 +84,9 @@ class WatcherSection(_Section):
 
 class HygieneSection(_Section):
     max_state_bytes: Size = Field(
-        50_000_000, description="Clean a host's pueue when its state file grows beyond this ('50MB')."
+        10_000_000,
+        description="Clean a host's pueue when its state file grows beyond this ('10MB'). pueued's clean "
+        "costs about the square of the task count (README, 'State hygiene'): cleaning early keeps it short.",
     )
     clean: Literal["successful", "all", "off"] = Field(
         "successful",

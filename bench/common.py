@@ -98,3 +98,14 @@ def save(name: str, figures: dict[str, Any]) -> Path:
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def fake_pueued(directory: Path) -> subprocess.Popen[bytes]:
+    """A live process named ``pueued`` (a copy of sleep): what the poll script accepts as the daemon of a
+    pueue directory laid out by hand (it checks /proc/PID/comm; any other process reads as "down")."""
+    import shutil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = directory / "pueued"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
+    return subprocess.Popen([binary, "3600"])

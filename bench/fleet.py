@@ -31,7 +31,6 @@ import os
 import resource
 import shlex
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import best_of, measure, save, table
+from bench.common import best_of, fake_pueued, measure, save, table
 from bench.idle import cpu_seconds, cycle_totals, rss_bytes, sessions, stop_daemon, tree_cpu_seconds
 from bench.status_large import JQ_FILTER, large_state
 from tests.harness.daemon import DaemonProcess
@@ -355,7 +354,7 @@ def run() -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="pw-bench-fleet-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
-        pueue_daemon = subprocess.Popen(["sleep", "3600"])
+        pueue_daemon = fake_pueued(root / "fake-pueued")
         stack.callback(pueue_daemon.wait)
         stack.callback(pueue_daemon.kill)
         pueue_bin, _ = install(root / "bin", "v4")

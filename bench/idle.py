@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import save, table
+from bench.common import fake_pueued, save, table
 from tests.harness.daemon import DaemonProcess
 from tests.harness.fleet import ssh_entry, write_config
 from tests.harness.sshd import ClientKeys, SSHServer
@@ -154,7 +154,7 @@ def run() -> dict[str, Any]:
     figures: dict[str, Any] = {"hosts": HOSTS, "tasks_per_host": TASKS, "groups_per_host": GROUPS, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="pw-bench-idle-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
-        pueue_daemon = subprocess.Popen(["sleep", "3600"])
+        pueue_daemon = fake_pueued(root / "fake-pueued")
         stack.callback(pueue_daemon.wait)
         stack.callback(pueue_daemon.kill)
         pueue_bin, _ = install(root / "bin", "v4")

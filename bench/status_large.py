@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import DATA, best_of, save, table
+from bench.common import DATA, best_of, fake_pueued, save, table
 
 N_TASKS = 53_000
 N_GROUPS = 40
@@ -57,7 +56,7 @@ def run() -> dict[str, Any]:
     directory = large_state()
     state = directory / "state.json"
     size = state.stat().st_size
-    daemon = subprocess.Popen(["sleep", "3600"])
+    daemon = fake_pueued(directory.parent / "fake-pueued")
     (directory / "pueue.pid").write_text(str(daemon.pid))
     try:
         config = directory.parent / "bench.toml"

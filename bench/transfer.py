@@ -13,13 +13,12 @@ and the CPU the host spends compressing is measured by running the same compress
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import best_of, save, table
+from bench.common import best_of, fake_pueued, save, table
 from bench.status_large import large_state
 from tests.harness.proxy import CountingProxy
 from tests.harness.sshd import ClientKeys, SSHServer
@@ -64,7 +63,7 @@ async def _measure(host: HostConfig, proxy: CountingProxy) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     directory = large_state()
     state = directory / "state.json"
-    daemon = subprocess.Popen(["sleep", "3600"])
+    daemon = fake_pueued(directory.parent / "fake-pueued")
     (directory / "pueue.pid").write_text(str(daemon.pid))
     figures: dict[str, Any] = {"state_bytes": state.stat().st_size, "choices": {}}
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:

@@ -260,7 +260,7 @@ def execute(bins: PueueBinaries, layout: str, version: str) -> Run:
             run.runtime_missing = output(done, root)
         return run
     finally:
-        pueue.stop()
+        pueue.remove()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -23,7 +23,14 @@ service, or ``pueued -d`` from an SSH login) and ``plain`` (everything beside st
    and peak RSS (wait4's ru_maxrss: the largest single process of the command, as bench/common measures).
 
 The machine is shared (2 cores, other test runs): figures are noisy; the load average at the start of each
-condition is printed beside it.
+round is printed beside it. Each condition runs in ROUNDS rounds (idle, watcher, seed loop, then
+again), so that a burst of load elsewhere does not land on one condition only. Seen so far: the watcher's add
+overhead is within a few percent on a quiet machine and drifts by about ±15 % under a load of 2-7 (its changed
+polls cost ~0.5 s of CPU each, which competes with pueued for the two cores).
+
+``PW_BENCH_WATCHER_TREE=DIR`` runs the watcher from DIR (``python -m watcher`` with DIR as its working
+directory), e.g. ``git archive REV watcher checks | tar -x -C DIR`` to measure another revision against the
+same daemon and state; ``PW_BENCH_REAL_ADDS`` changes the number of adds per condition.
 """
 
 from __future__ import annotations

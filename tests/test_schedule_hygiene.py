@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 from msgspec.structs import replace
 
 from watcher.config import HostConfig, HygieneSection, WatcherSection
-from watcher.hygiene import Hygiene, per_group, settled, targets, vanished_successes
+from watcher.hygiene import (
+    BULK_ABOVE_TASKS,
+    CHUNK_PAIRS,
+    Hygiene,
+    candidates,
+    next_chunk,
+    per_group,
+    settled,
+    targets,
+    vanished_successes,
+)
 from watcher.phases.tracker import GroupTrack, OpenPhase, _member, key_of, step
 from watcher.poll.poller import PollResult
-from watcher.poll.remote import clean_argv
+from watcher.poll.remote import ARGUMENTS_BUDGET, clean_argv, remove_argv
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.schedule import next_interval
 
@@ -187,3 +198,88 @@ def test_settled_records_what_was_kept_as_partial() -> None:
     assert (complete.partial, complete.kept, complete.note) == (False, {}, None)
     expired = settled(plan, planned, result_of(s, 5000), seconds=600, expired="command timed out after 600s")
     assert expired.partial and expired.note is not None and "budget" in expired.note
+
+
+def test_a_chunk_keeps_pueueds_lock_short_and_its_arguments_within_budget() -> None:
+    """A chunk holds k ids with k x tasks <= CHUNK_PAIRS (943 at 53,000 tasks, more as the host shrinks), at
+    least one, and never more than one remote command's argument budget."""
+    ids = [f"{i}=2026-03-01T00:00:00" for i in range(60_000)]
+    first = next_chunk(ids, 0, 53_000)
+    assert len(first) == CHUNK_PAIRS // 53_000 == 943 and first[0] == ids[0]
+    assert len(first) * 53_000 <= CHUNK_PAIRS
+    assert next_chunk(ids, 943, 53_000 - 943)[0] == ids[943]
+    assert len(next_chunk(ids, 0, 20_000)) == 2_500
+    assert len(next_chunk(ids, 0, 10**12)) == 1
+    few = next_chunk(ids, 0, 1_000)  # 50,000 allowed by the lock: the arguments are the limit
+    assert 1_000 < len(few) < 50_000
+    assert sum(len(a) + 1 for a in few) <= ARGUMENTS_BUDGET
+    assert len(" ".join(remove_argv(HostConfig(name="h"), few)).encode()) < 128 * 1024
+    assert next_chunk(ids[:10], 8, 53_000) == ids[8:10]
+
+
+def large_host() -> tuple[Snapshot, dict[str, GroupTrack]]:
+    """Complete recorded groups (one Running, one Paused, one with a failed task), one still running."""
+    tasks = [
+        t(0, Status.DONE, Result.SUCCESS, group="done"),
+        t(1, Status.DONE, Result.SUCCESS, group="done"),
+        t(2, Status.DONE, Result.FAILED, group="done"),
+        t(3, Status.DONE, Result.SUCCESS, group="paused"),
+        t(4, Status.DONE, Result.SUCCESS, group="busy"),
+        t(5, Status.RUNNING, group="busy"),
+    ]
+    s = snap(*tasks)
+    groups = dict(s.groups) | {"paused": Group("paused", "Paused", 1)}
+    busy = GroupTrack(phase=OpenPhase("p", 0, {key_of(x): _member(x) for x in s.group_tasks("busy")}))
+    tracks = {"done": GroupTrack(), "paused": GroupTrack(), "busy": busy}
+    return Snapshot(groups=groups, tasks=s.tasks), tracks
+
+
+def large(snapshot: Snapshot, tasks: int) -> PollResult:
+    return PollResult("h", NOW, 0.1, snapshot=snapshot, state_file_bytes=70_000_000, file_done=tasks - 1,
+                      file_tasks=tasks)  # fmt: skip
+
+
+def test_a_large_host_is_cleaned_in_bulk_from_complete_running_groups_only() -> None:
+    """Past BULK_ABOVE_TASKS: scope "bulk", the successful tasks of complete, recorded, not Paused groups,
+    by id with their created_at; no failed task, no group named, and the ids are not in the record."""
+    s, tracks = large_host()
+    hygiene = Hygiene(HygieneSection(max_state_bytes=1000, clean="all"))
+    plan = hygiene.plan("h", large(s, BULK_ABOVE_TASKS + 1), tracks, NOW)
+    assert plan is not None
+    assert (plan.scope, plan.groups, plan.removed) == ("bulk", ["done"], {"done": {"success": 2}})
+    assert plan.failed_labels == {} and per_group(plan) == []
+    assert candidates(plan, s) == ["0=2026-02-28T00:00:00", "1=2026-02-28T00:00:00"]
+    assert targets(plan, s) == frozenset({key_of(s.tasks[0]), key_of(s.tasks[1])})
+    assert b"2026-02-28T00:00:00" not in msgspec.json.encode(plan)
+    assert vanished_successes(plan, tracks, snap(t(5, Status.RUNNING, group="busy")), NOW) == {}
+    small = hygiene.plan("h", large(s, BULK_ABOVE_TASKS), tracks, NOW)
+    assert small is not None and small.scope == "host"
+
+
+def test_a_bulk_candidate_carries_created_at_in_the_offset_pueue_wrote() -> None:
+    """The state file spells created_at in its own offset: the candidate uses that wall-clock time."""
+    local = datetime(2026, 3, 1, 1, 30, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    task = Task.of(7, local, "g", None, Status.DONE, Result.SUCCESS, 0, None, None)
+    s = Snapshot(groups={"g": Group("g", "Running", 1)}, tasks=(task,))
+    plan = Hygiene(HygieneSection(max_state_bytes=1)).plan("h", large(s, 20_000), {"g": GroupTrack()}, NOW)
+    assert plan is not None and plan.scope == "bulk"
+    assert candidates(plan, s) == ["7=2026-03-01T01:30:05"]
+
+
+def test_no_bulk_candidates_fall_back_to_the_regular_plan() -> None:
+    """A large host whose only complete group is Paused, or blocked: the regular (host or groups) plan."""
+    s, tracks = large_host()
+    hygiene = Hygiene(HygieneSection(max_state_bytes=1000))
+    plan = hygiene.plan("h", large(s, 20_000), tracks, NOW, blocked={"done"})
+    assert plan is not None and plan.scope == "groups" and plan.groups == ["paused"]
+    unwatched = hygiene.plan("h", large(s, 20_000), tracks, NOW, whole_host=False)
+    assert unwatched is not None and unwatched.scope == "bulk"
+
+
+def test_the_guard_travels_as_the_plans_done_count() -> None:
+    """clean_argv passes the plan's Done count ($7) beside the fingerprint ($4); '' when unknown."""
+    host = HostConfig(name="h")
+    assert clean_argv(host, [], "successful", "1 2 3", whole_host=True, done=41)[4:11] == [
+        "pueue", "host", "", "1 2 3", "", "", "41"
+    ]  # fmt: skip
+    assert clean_argv(host, ["g"], "successful")[10:] == ["", "g"]

@@ -9,8 +9,25 @@ daemon's lock throughout, and for *every* Done task calls ``is_task_removable``,
 it looks at the task's group. So ``pueue clean -s --group=G`` costs O(done × total) whatever G's size (28–34 s
 at 53,000 tasks), and cleaning 40 groups one by one pays that 40 times, while every ``pueue add`` waits. One
 ``pueue clean -s`` of the whole host pays it once, over a map that shrinks as it goes (README, "State
-hygiene", has the measured table). Hence the plan:
+hygiene", has the measured table): about 9 ns per pair of tasks, 12.7 s at 53,000 on a quiet machine, 42–126
+s on a loaded one, all under one lock. Hence the plan:
 
+- **scope "bulk"**, when the host holds more than :data:`BULK_ABOVE_TASKS` tasks (a whole-host clean would
+  hold the lock for seconds to minutes): the Done/Success tasks of the groups that are complete, recorded,
+  watched, not blocked, whose name travels and whose status is "Running" (not "Paused", see below) go with
+  ``pueue remove ID…``, in chunks, one round trip each (remote.REMOVE_SCRIPT). pueued's remove calls
+  ``is_task_removable`` (a scan of all N tasks) for each of its k ids, then saves the state once, all under
+  its lock; each chunk is sized so that k × N ≤ :data:`CHUNK_PAIRS` (well under a second), and pueued
+  serves other requests (a ``pueue add``) between chunks. ``pueue remove`` checks neither the status nor the
+  identity of a task, so the chunk's script first finds each candidate in the state file as the same task
+  (its id with its own ``created_at``): an id reused after someone else's clean is never removed. Why only
+  groups that are not Paused: ``pueue restart --in-place`` turns a Done task back into Queued without
+  saving the state file, so the file still shows it Done. In a complete, running group pueued starts it at
+  once, and a Running task is never removed; in a Paused group it would stay Queued, and ``remove`` would
+  take it. Such groups (and everything else) are left to the next cycle's regular plan, whose whole-host
+  ``clean -s`` is cheap by then; the bulk removes no failed task (``clean = "all"`` is for that plan too).
+  It needs no guard on finished tasks: it names the tasks it removes. The candidate ids (53,000 of them)
+  are not part of the persisted record: :func:`candidates` derives them from the plan's snapshot.
 - **scope "host"** (the usual case): one ``pueue clean -s`` of the whole host, then, with ``clean = "all"``,
   ``pueue clean --group=G`` of each complete, recorded group that holds failed tasks (cheap by then: the
   successful bulk is gone). It also removes the successful tasks of groups still running; that loses no
@@ -22,6 +39,10 @@ hygiene", has the measured table). Hence the plan:
   whole-host clean would touch a group the watcher must leave alone: one it does not watch (``groups``
   globs), one whose last phase has a check that did not pass (its evidence stays), one it has no track of,
   or one whose name cannot travel as an argument (a NUL, or tens of kilobytes; such a group is never cleaned).
+
+The guard of "host" and "groups" (remote.CLEAN_SCRIPT): nothing is cleaned when a task finished since the
+plan's poll (the state file's count of Done tasks differs from the plan's, :attr:`PollResult.file_done`);
+tasks added meanwhile do not defer the clean.
 
 The clean runs beside the host's polls (watcher/watch.py), within its own budget (``hygiene.timeout``). What
 it removed is known from the first poll after it: what the plan meant to remove and is still there is
@@ -41,10 +62,20 @@ import msgspec
 import structlog
 
 from watcher.config import HostConfig, HygieneSection
-from watcher.errors import PueueUnavailable
+from watcher.errors import HostTimeout, PueueUnavailable
 from watcher.phases.tracker import GroupTrack, from_micros, key_of
 from watcher.poll.poller import PollResult
-from watcher.poll.remote import CLEAN_DEFERRED, clean_argv, fitting_arguments, pueue_error
+from watcher.poll.remote import (
+    ARGUMENTS_BUDGET,
+    BULK_MATCHED,
+    BULK_UNAVAILABLE,
+    CLEAN_DEFERRED,
+    clean_argv,
+    command_error,
+    fitting_arguments,
+    pueue_error,
+    remove_argv,
+)
 from watcher.pueue.model import UNFINISHED_KEYS, Result, Snapshot, Status, Task, count_states
 from watcher.store import CleanRecord
 from watcher.transport import Transport
@@ -53,11 +84,28 @@ log = structlog.get_logger("watcher.hygiene")
 
 _NAME_BUDGET = 64 * 1024  # one group name, quoted (remote.fitting_arguments holds the budget of them all)
 
+# The cost of pueued's dependency scan (is_task_removable: every task, for each task it is asked about),
+# measured with 4.0.4: a whole-host `clean -s` of 53,000 Done tasks looks at about 53,000²/2 = 1.4e9 pairs in
+# 12.7 s on a quiet machine, ≈ 9 ns a pair; 3 to 10 times that on a loaded one (README, "State hygiene").
+NS_PER_PAIR = 9.0
+# Above this many tasks on the host, the bulk removal replaces the whole-host clean: 15,000²/2 pairs ≈ 1.0 s
+# of lock on a quiet machine (the table: 0.86 s at 10,000, 3.9 s at 20,000 on a loaded one), and the lock
+# grows with the square beyond (42 s at 53,000 on the loaded machine). Below it, one `clean -s` is cheaper
+# than chunks, each of which also saves the whole state file.
+BULK_ABOVE_TASKS = 15_000
+# One chunk of the bulk removal: k ids on a host of N tasks cost pueued k * N pairs under its lock, then one
+# save of the state file. 5e7 pairs ≈ 0.45 s quiet (≈ 1.5 s loaded): 943 ids at 53,000 tasks, more as the
+# host shrinks.
+CHUNK_PAIRS = 50_000_000
+# What else travels with a chunk's arguments: the script and its first four arguments (remote.remove_argv).
+_CHUNK_ARGUMENT_BYTES = ARGUMENTS_BUDGET - 4 * 1024
+
 
 @dataclass(slots=True)
 class Hygiene:
     settings: HygieneSection
     _last: dict[str, float] = field(default_factory=dict)  # host → monotonic time of its last clean
+    _no_bulk: set[str] = field(default_factory=set)  # hosts whose chunk script could not run (a .gz state)
 
     def plan(
         self,
@@ -90,7 +138,11 @@ class Hygiene:
             g in cleanable or (g not in blocked and _travels(g) and _open(snapshot, g, tracks.get(g)))
             for g in holding
         )
-        if host_scope:
+        bulk = self._bulk_groups(host, result, cleanable, whole_host)
+        if bulk:
+            per_group = []
+            targets = bulk
+        elif host_scope:
             failing = [g for g in cleanable if mode == "all" and _done_failures(snapshot.group_tasks(g))]
             per_group = fitting_arguments(failing)
             targets = sorted(set(holding) | set(per_group))
@@ -107,7 +159,7 @@ class Hygiene:
             bytes_after=None,
             removed={},
             failed_labels={},
-            scope="host" if host_scope else "groups",
+            scope="bulk" if bulk else "host" if host_scope else "groups",
         )
         removed, failed = {}, {}
         for group, gone in _going(record, snapshot, per_group).items():
@@ -123,12 +175,43 @@ class Hygiene:
             failed_labels={g: failed[g] for g in groups if failed[g]},
         )
 
+    def _bulk_groups(
+        self, host: str, result: PollResult, cleanable: list[str], whole_host: bool
+    ) -> list[str]:
+        """The groups of a bulk removal (scope "bulk"), or none when a whole-host clean is cheap enough."""
+        snapshot = result.snapshot
+        assert snapshot is not None
+        tasks = result.file_tasks
+        if tasks is None:  # no state file was read: the snapshot shows every task only of a whole host
+            tasks = len(snapshot.tasks) if whole_host else 0
+        if tasks <= BULK_ABOVE_TASKS or host in self._no_bulk:
+            return []
+        # "Running" only: not "Paused" (a task restarted in place would be Queued there, unsaved, and
+        # removable), nor 4.x's passing "Reset".
+        return [
+            g
+            for g in cleanable
+            if snapshot.groups[g].status == "Running"
+            and any(t.state == "success" for t in snapshot.group_tasks(g))
+        ]
+
     async def clean(
-        self, host: HostConfig, transport: Transport, plan: CleanRecord, timeout: float, fingerprint: str = ""
+        self,
+        host: HostConfig,
+        transport: Transport,
+        plan: CleanRecord,
+        timeout: float,
+        fingerprint: str = "",
+        *,
+        done: int | None = None,
+        candidates: list[str] | None = None,
+        tasks: int | None = None,
     ) -> bool:
-        """Run the clean on the host (one round trip), unless the state file is no longer the one the plan
-        was made from (``fingerprint``, when known): then nothing is removed and the answer is False, and
-        the next cycle plans again from what changed. Raises HostError on failure, HostTimeout when
+        """Run the clean on the host (one round trip; a bulk removal, one per chunk), unless a task
+        finished since the plan (the state file no longer holds ``done`` Done tasks; when that is unknown,
+        its fingerprint is no longer ``fingerprint``): then nothing is removed and the answer is False, and
+        the next cycle plans again from what changed. A bulk removal takes ``candidates`` (:func:`candidates`
+        of the plan's snapshot) on a host of ``tasks`` tasks. Raises HostError on failure, HostTimeout when
         ``timeout`` runs out (pueued finishes a clean it has received; the client is what stops)."""
         previous = self._last.get(host.name)
         self._last[host.name] = time.monotonic()
@@ -136,28 +219,96 @@ class Hygiene:
             log.info("state.clean_planned", host=host.name, groups=plan.groups, scope=plan.scope,
                      bytes=plan.bytes_before)  # fmt: skip
             return True
-        argv = clean_argv(host, per_group(plan), plan.mode, fingerprint, whole_host=plan.scope == "host")
-        answer = await transport.run(argv, timeout=timeout)
-        if answer.exit_status != 0:
-            raise PueueUnavailable(
-                f"pueue clean failed (exit {answer.exit_status}): {pueue_error(answer.stderr)}"
-            )
-        if CLEAN_DEFERRED in answer.stdout:
-            # Nothing was removed: the cooldown does not start, so the next cycle may clean.
-            if previous is None:
-                del self._last[host.name]
-            else:
-                self._last[host.name] = previous
-            return False
+        if plan.scope == "bulk":
+            if await self._bulk(host, transport, timeout, candidates or [], tasks):
+                return True
+        else:
+            argv = clean_argv(host, per_group(plan), plan.mode, fingerprint, whole_host=plan.scope == "host",
+                              done=done)  # fmt: skip
+            answer = await transport.run(argv, timeout=timeout)
+            if answer.exit_status != 0:
+                raise PueueUnavailable(
+                    f"pueue clean failed (exit {answer.exit_status}): {pueue_error(answer.stderr)}"
+                )
+            if CLEAN_DEFERRED not in answer.stdout:
+                return True
+        # Nothing was removed: the cooldown does not start, so the next cycle may clean.
+        if previous is None:
+            del self._last[host.name]
+        else:
+            self._last[host.name] = previous
+        return False
+
+    async def _bulk(
+        self, host: HostConfig, transport: Transport, timeout: float, candidates: list[str], tasks: int | None
+    ) -> bool:
+        """The bulk removal, chunk by chunk, within ``timeout`` in all. False when the host cannot run it (a
+        compressed state file, a grep without -F -f -): nothing was removed, and the host's next plans use
+        ``pueue clean`` instead."""
+        deadline = time.monotonic() + timeout
+        left = max(tasks or 0, len(candidates))  # the host's tasks, as the chunks remove them
+        start = removed = chunks = 0
+        while start < len(candidates):
+            chunk = next_chunk(candidates, start, left)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                spent = f"{start} of {len(candidates)} tasks"
+                raise HostTimeout(f"the budget of {timeout:g}s ran out after {spent}")
+            answer = await transport.run(remove_argv(host, chunk), timeout=remaining)
+            if answer.exit_status != 0:
+                error = command_error(answer.stdout, answer.stderr)
+                raise PueueUnavailable(f"pueue remove failed (exit {answer.exit_status}): {error}")
+            if BULK_UNAVAILABLE in answer.stdout and start == 0:
+                log.info("state.bulk_unavailable", host=host.name,
+                         why=answer.stdout.decode(errors="replace").strip()[-200:])  # fmt: skip
+                self._no_bulk.add(host.name)
+                return False
+            matched = BULK_MATCHED.search(answer.stdout)
+            gone = int(matched.group(1)) if matched else 0
+            removed += gone
+            left = max(left - gone, 1)
+            start += len(chunk)
+            chunks += 1
+        log.info("state.bulk_removed", host=host.name, chunks=chunks, candidates=len(candidates),
+                 matched=removed)  # fmt: skip
         return True
 
 
 def per_group(plan: CleanRecord) -> list[str]:
     """The groups the clean names one by one: all of them for scope "groups"; for scope "host", those whose
-    failed tasks go too (``clean = "all"``), after the whole-host ``clean -s``."""
+    failed tasks go too (``clean = "all"``), after the whole-host ``clean -s``; none for scope "bulk" (it
+    names tasks, its groups' successful ones)."""
+    if plan.scope == "bulk":
+        return []
     if plan.scope != "host":
         return plan.groups
     return [g for g in plan.groups if set(plan.removed.get(g, {})) - {"success"}]
+
+
+def candidates(plan: CleanRecord, snapshot: Snapshot) -> list[str]:
+    """A bulk removal's tasks, as remote.REMOVE_SCRIPT takes them: ``ID=CREATED``, CREATED the task's
+    ``created_at`` to the second in the offset pueue wrote it with (msgspec keeps it), as the state file
+    spells it. Empty for any other scope."""
+    if plan.scope != "bulk":
+        return []
+    going = _going(plan, snapshot)
+    found = [t for tasks in going.values() for t in tasks]
+    return [f"{t.id}={t.created_at.strftime('%Y-%m-%dT%H:%M:%S')}" for t in sorted(found, key=lambda t: t.id)]
+
+
+def next_chunk(candidates: list[str], start: int, tasks: int) -> list[str]:
+    """The chunk of ``candidates`` from ``start`` that one ``pueue remove`` may take on a host of ``tasks``
+    tasks: k ids with k × tasks ≤ CHUNK_PAIRS (at least one), and no more arguments than travel in one
+    remote command."""
+    k = max(1, CHUNK_PAIRS // max(tasks, 1))
+    chunk: list[str] = []
+    budget = _CHUNK_ARGUMENT_BYTES
+    for value in candidates[start : start + k]:
+        budget -= len(value) + 1  # ID=YYYY-MM-DDTHH:MM:SS: nothing to quote
+        if budget < 0 and chunk:
+            break
+        chunk.append(value)
+    return chunk
 
 
 def targets(plan: CleanRecord, snapshot: Snapshot) -> frozenset[str]:
@@ -205,8 +356,8 @@ def vanished_successes(
     """The tasks the tracker saw unfinished, in open phases, that are gone from the first snapshot after a
     whole-host ``clean -s``, as the Done/Success tasks they were; per group.
 
-    ``clean -s`` removes Success tasks only, and the clean runs only while the state file is the one the plan
-    saw (remote.CLEAN_SCRIPT), so such a task finished, successfully, in the few milliseconds between that
+    ``clean -s`` removes Success tasks only, and the clean runs only while no task finished since the plan's
+    poll (remote.CLEAN_SCRIPT), so such a task finished, successfully, in the few milliseconds between that
     check and pueued taking its lock, and was removed. Stepped through once with the snapshot, they let the
     tracker count it as the success it was, and complete a phase whose last task it was (else the phase
     would count it "removed", or be abandoned if the group is left empty). Its end is not known: ``started``

@@ -32,7 +32,7 @@ from watcher.events import (
     state_cleaned,
 )
 from watcher.gates import apply, decide, pending_gates
-from watcher.hygiene import Hygiene, settled, targets, vanished_successes
+from watcher.hygiene import Hygiene, candidates, settled, targets, vanished_successes
 from watcher.metrics import MetricsState
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
@@ -353,8 +353,12 @@ class HostWatch:
         # The record first: what the clean removes is on file before it is gone.
         await self.store.record_clean(plan)
         budget = self.settings.hygiene.timeout
+        # The guard counts the state file's Done tasks against this poll's (a task finished since: deferred);
+        # a bulk removal takes its candidates here, from this poll's snapshot, not from the stored record.
         fingerprint = self.poller.fingerprint or ""
-        run = self.hygiene.clean(self.host, self.poller.transport, plan, budget, fingerprint)
+        run = self.hygiene.clean(self.host, self.poller.transport, plan, budget, fingerprint,
+                                 done=result.file_done, candidates=candidates(plan, result.snapshot),
+                                 tasks=result.file_tasks)  # fmt: skip
         if plan.dry_run:
             await run
             outcome.clean = plan
@@ -414,8 +418,8 @@ class HostWatch:
                 return
             expired = str(error)
         elif not task.cancelled() and not task.result():
-            # A task was added or finished since the plan's poll: cleaning then could have removed one that
-            # was never seen. This cycle saw the change; the next plans again.
+            # A task finished since the plan's poll: cleaning then could have removed one that was never
+            # seen (or the host could not run a bulk removal). This cycle saw it; the next plans again.
             await self.store.record_clean(msgspec.structs.replace(plan, deferred=True))
             log.info("state.clean_deferred", host=self.host.name, groups=plan.groups)
             return

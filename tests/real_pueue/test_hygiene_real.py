@@ -4,11 +4,14 @@ The large case is the acceptance of issue 12: 53,000 finished tasks (~70 MB) end
 ``once`` runs, with no error. The small ones pin what a whole-host ``pueue clean -s`` must not do: lose or
 falsify a phase's record when a running task finishes between the plan's check and pueued taking its lock, or
 remove failed tasks of a group whose phase is not recorded; and that a partial clean (pueue keeps a task an
-unfinished one depends on; the budget runs out) is recorded as such, with exit 0.
+unfinished one depends on; the budget runs out) is recorded as such, with exit 0. The bulk removal (scope
+"bulk", in chunks of ``pueue remove``) and the guard (a task that finished since the plan defers the clean;
+added ones do not) are driven in-process against the same daemons, with the bulk's threshold lowered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -19,9 +22,16 @@ from typing import Any
 
 import pytest
 
+import watcher.hygiene as hygiene_module
 from tests.harness.fleet import watcher, write_config
 from tests.harness.real_pueue import LAYOUTS, VERSIONS, RealPueue, real_pueue
 from tests.pueue_sim.generate import generate_state
+from watcher.config import HostConfig, HygieneSection
+from watcher.hygiene import Hygiene, candidates
+from watcher.phases.tracker import GroupTrack
+from watcher.poll.poller import HostPoller, PollResult
+from watcher.store import CleanRecord
+from watcher.transport.local import LocalTransport
 
 BOTH = [pytest.param((v, layout), id=f"{v}-{layout}") for v in VERSIONS for layout in LAYOUTS]
 
@@ -88,8 +98,9 @@ def wait_done(host: RealPueue, task: int) -> None:
 def test_53000_finished_tasks_end_below_1mb_within_3_cycles(
     tmp_path: Path, version: str, layout: str
 ) -> None:
-    """53,000 successful tasks in 40 complete groups (~70 MB, max_state_bytes 50MB): below 1 MB within three
-    ``once`` runs, each exiting 0, with the clean recorded and history keeping every group's phase."""
+    """53,000 successful tasks in 40 complete groups (~70 MB, max_state_bytes 50MB): removed in bulk, below
+    1 MB within three ``once`` runs, each exiting 0, with the clean recorded and history keeping every group's
+    phase."""
     root = tmp_path / "pueue"
     pueue = RealPueue(root, _bins(version), layout)
     pueue.pueue_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +119,7 @@ def test_53000_finished_tasks_end_below_1mb_within_3_cycles(
             if pueue.state_file.stat().st_size < 1_000_000:
                 break
         assert pueue.state_file.stat().st_size < 1_000_000
-        assert cleaned and cleaned[0]["scope"] == "host" and not cleaned[0]["partial"]
+        assert cleaned and cleaned[0]["scope"] == "bulk" and not cleaned[0]["partial"]
         assert sum(n for counts in cleaned[0]["removed"].values() for n in counts.values()) == 53_000
         phases = [p for p in history(path, pueue) if p["status"] == "completed"]
         assert len(phases) == 40
@@ -212,3 +223,130 @@ def test_clean_all_keeps_failed_tasks_of_a_group_still_running(tmp_path: Path, h
     assert code == 0, stderr
     busy = [p for p in history(path, host) if p["group"] == "busy"]
     assert [(p["status"], p["counts"]) for p in busy] == [("completed", {"failed": 1, "success": 2})]
+
+
+class InProcess:
+    """The watcher's poller and hygiene in this process, against ``host`` (its environment patched in)."""
+
+    def __init__(self, host: RealPueue, monkeypatch: pytest.MonkeyPatch, **hygiene: Any) -> None:
+        for name in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "PUEUE_CONFIG_PATH"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in host.env.items():
+            monkeypatch.setenv(name, value)
+        self.config = HostConfig(name="local", transport="local", pueue=str(host.bins.pueue))
+        self.poller = HostPoller(self.config, LocalTransport(), timeout=60)
+        settings = {"max_state_bytes": 1, "cooldown": 0.001} | hygiene
+        self.hygiene = Hygiene(HygieneSection.model_validate(settings))
+
+    async def plan(self, tracks: dict[str, GroupTrack]) -> tuple[PollResult, CleanRecord]:
+        result = await self.poller.poll()
+        assert result.ok and result.snapshot is not None, result.error
+        plan = self.hygiene.plan("local", result, tracks, result.at)
+        assert plan is not None
+        return result, plan
+
+    async def clean(self, result: PollResult, plan: CleanRecord) -> bool:
+        assert result.snapshot is not None
+        fingerprint = self.poller.fingerprint or ""
+        return await self.hygiene.clean(self.config, self.poller.transport, plan, 60, fingerprint,
+                                        done=result.file_done, candidates=candidates(plan, result.snapshot),
+                                        tasks=result.file_tasks)  # fmt: skip
+
+
+def recorded(*groups: str) -> dict[str, GroupTrack]:
+    """Tracks of complete groups whose phase is on record."""
+    return {g: GroupTrack() for g in groups}
+
+
+async def test_bulk_never_removes_a_reused_id_with_another_created_at(
+    host: RealPueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the bulk plan and its chunk, someone cleans and pueue gives the same ids to new tasks: their
+    created_at differs, so the chunk's check in the state file finds none of them, and nothing is removed."""
+    monkeypatch.setattr(hygiene_module, "BULK_ABOVE_TASKS", 0)
+    run = InProcess(host, monkeypatch)
+    old = [host.add("true"), host.add("true")]
+    for task in old:
+        wait_done(host, task)
+    result, plan = await run.plan(recorded("default"))
+    assert plan.scope == "bulk" and plan.groups == ["default"]
+    await asyncio.sleep(1.1)  # the new tasks' created_at must differ to the second from the old ones'
+    host.pueue("clean")
+    new = [host.add("true"), host.add("true")]
+    assert new == old, "pueue numbers again from 0 once its task list is empty"
+    for task in new:
+        wait_done(host, task)
+    assert await run.clean(result, plan)
+    assert sorted(host.status()["tasks"]) == sorted(str(t) for t in new), "the reused ids must stay"
+    again, plan = await run.plan(recorded("default"))
+    assert await run.clean(again, plan)
+    assert host.status()["tasks"] == {}, "the same tasks, seen by a plan, go"
+
+
+async def test_bulk_leaves_a_paused_complete_group_to_the_regular_clean(
+    host: RealPueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A complete group that is Paused is no bulk candidate (a task restarted in place there would be Queued
+    and removable): the bulk removes the running group's tasks only, and the next plan is a regular clean."""
+    monkeypatch.setattr(hygiene_module, "BULK_ABOVE_TASKS", 0)
+    run = InProcess(host, monkeypatch)
+    host.group_add("held")
+    ok = host.add("true")
+    held = host.add("true", group="held")
+    for task in (ok, held):
+        wait_done(host, task)
+    host.pueue("pause", "--group=held")
+    result, plan = await run.plan(recorded("default", "held"))
+    assert (plan.scope, plan.groups) == ("bulk", ["default"])
+    assert await run.clean(result, plan)
+    assert sorted(host.status()["tasks"]) == [str(held)]
+    monkeypatch.setattr(hygiene_module, "BULK_ABOVE_TASKS", 10**9)
+    result, plan = await run.plan(recorded("default", "held"))
+    assert (plan.scope, plan.groups) == ("host", ["held"])
+    assert await run.clean(result, plan)
+    assert host.status()["tasks"] == {}
+
+
+async def test_tasks_added_after_the_plan_do_not_defer_the_clean(
+    host: RealPueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard counts Done tasks: tasks added since the plan's poll (stashed, queued, running) change the
+    state file but not that count, and the whole-host clean goes ahead."""
+    run = InProcess(host, monkeypatch)
+    wait_done(host, host.add("true"))
+    result, plan = await run.plan(recorded("default"))
+    assert plan.scope == "host" and result.file_done == 1
+    host.group_add("other")
+    stashed = host.add("true", group="other", stashed=True)
+    release = host.root / "release"
+    running = host.add(f"while [ ! -e {release} ]; do sleep 0.05; done", group="other")
+    host.wait_for(lambda d: host.task_state(running, d) == "Running", what="running")
+    assert (await run.clean(result, plan)) is True
+    assert sorted(host.status()["tasks"]) == sorted([str(stashed), str(running)])
+    release.touch()
+    wait_done(host, running)
+
+
+async def test_a_task_that_finished_after_the_plan_defers_the_clean(
+    host: RealPueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that finished since the plan's poll is one more Done task in the state file: nothing is
+    removed, and the next plan (which sees it) goes ahead."""
+    run = InProcess(host, monkeypatch)
+    first = host.add("true")
+    wait_done(host, first)
+    release = host.root / "release"
+    host.group_add("busy")
+    late = host.add(f"while [ ! -e {release} ]; do sleep 0.05; done", group="busy")
+    host.wait_for(lambda d: host.task_state(late, d) == "Running", what="running")
+    result, plan = await run.plan(recorded("default"))
+    assert plan.groups == ["default"]
+    release.touch()
+    host.wait_for(
+        lambda _: host.task_state(late, host.file_state()) == "Success", what="the file shows it Done"
+    )
+    assert (await run.clean(result, plan)) is False
+    assert sorted(host.status()["tasks"]) == sorted([str(first), str(late)]), "nothing may be removed"
+    result, plan = await run.plan(recorded("default", "busy"))
+    assert await run.clean(result, plan)
+    assert host.status()["tasks"] == {}

@@ -23,7 +23,7 @@ from watcher.poll.remote import (
     session_argv,
     session_request,
 )
-from watcher.pueue.model import Snapshot
+from watcher.pueue.model import Snapshot, Status
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect
 from watcher.transport import Transport
@@ -69,6 +69,12 @@ class PollResult:
     wire_bytes: int = 0
     daemon_up: bool | None = None
     probes: ProbeSample | None = None
+    # Counted in the whole state file the snapshot comes from (every group, watched or not), when a state
+    # file was read: its Done tasks (what hygiene's guard counts again before a clean, remote.CLEAN_SCRIPT),
+    # and all its tasks. A confirmation keeps the counts of the file it stands in for: its snapshot is
+    # `pueue status` output, whose DependencyFailed tasks the file still holds as Queued.
+    file_done: int | None = None
+    file_tasks: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,6 +97,7 @@ class HostPoller:
     _suspect: str | None = field(default=None, init=False)
     _confirm_wait: int = field(default=0, init=False)
     _confirm_backoff: int = field(default=1, init=False)
+    _file_counts: tuple[int, int] | None = field(default=None, init=False)  # PollResult.file_done, file_tasks
     #: How many times ``pueue status`` confirmed a state file that could be stale (for tests and metrics).
     confirmations: int = field(default=0, init=False)
 
@@ -125,6 +132,8 @@ class HostPoller:
             wire_bytes=remote.wire_bytes,
             daemon_up=remote.daemon_up,
             probes=_probes(remote),
+            file_done=None if self._file_counts is None else self._file_counts[0],
+            file_tasks=None if self._file_counts is None else self._file_counts[1],
         )
 
     @property
@@ -187,6 +196,10 @@ class HostPoller:
         else:
             parsed = _parse(remote)
         snapshot = self._watched(parsed)
+        if remote.kind in ("state", "handoff"):
+            self._file_counts = (sum(t.status is Status.DONE for t in parsed.tasks), len(parsed.tasks))
+        elif remote.kind != "confirm" or remote.fingerprint != self._fingerprint:
+            self._file_counts = None  # `pueue status` alone, or a file that changed since it was read
         if remote.kind == "confirm" and remote.fingerprint == self._fingerprint:
             # The same file, still: confirm it again only after twice as many polls (a daemon that keeps a
             # suspect state for real, whatever the reason, costs a bounded number of `pueue status`).
@@ -217,3 +230,4 @@ class HostPoller:
     def _forget(self) -> None:
         self._fingerprint = ""
         self._snapshot = None
+        self._file_counts = None

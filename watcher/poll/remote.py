@@ -189,26 +189,42 @@ SESSION_END = b"pueue-watcher-end "
 
 
 # Hygiene, in one round trip. $1 pueue, $2 the mode, $3 the pueue directory, $4 the state file's fingerprint
-# the plan was made from ('' when unknown), $5 pueue's configuration file and $6 its profile ('' = none), then
-# the groups. Modes: "host" runs one `pueue clean -s` of the whole host, then `pueue clean --group=G` for each
-# group named (none, unless failed tasks are to go too); "successful" runs `pueue clean -s --group=G` and
-# "all" `pueue clean --group=G` for each group named. Why one whole-host clean rather than one per group:
-# pueued's clean scans every task for each Done task under its lock, before it looks at the group, so each
-# per-group clean costs as much as a whole-host one (watcher/hygiene.py; README, "State hygiene").
+# the plan was made from ('' when unknown), $5 pueue's configuration file and $6 its profile ('' = none), $7
+# the number of Done tasks in the state file the plan was made from ('' when unknown), then the groups.
+# Modes: "host" runs one `pueue clean -s` of the whole host, then `pueue clean --group=G` for each group named
+# (none, unless failed tasks are to go too); "successful" runs `pueue clean -s --group=G` and "all"
+# `pueue clean --group=G` for each group named. Why one whole-host clean rather than one per group: pueued's
+# clean scans every task for each Done task under its lock, before it looks at the group, so each per-group
+# clean costs as much as a whole-host one (watcher/hygiene.py; README, "State hygiene").
 # Each group name is its own argument; nothing is spliced into the script. A name is attached to its option
 # (`--group=NAME`): pueue (clap) would read a name that starts with "-" as an option of its own.
-# When the state file changed since the plan (a task was added, or finished, meanwhile), nothing is cleaned
-# and the script says so: `pueue clean` would remove a finished task the watcher has never seen. The check
-# narrows that window from the length of a cycle to the few milliseconds until pueue receives the command.
+#
+# The guard: when a task finished since the plan, nothing is cleaned and the script says so: `pueue clean`
+# would remove a finished task the watcher has never seen. It counts the Done tasks of the state file
+# (`"status":{"Done"`: that byte sequence cannot occur inside a JSON string, where a quote is escaped, and
+# `"prev_status"` (3.4.1) does not match it) and compares the count with the plan's ($7): a task that finished
+# since is one more; tasks added meanwhile (queued, running) change nothing, so a host that keeps receiving
+# `pueue add` is still cleaned. Without a count (or a grep), the fingerprint ($4) stands in: any change
+# defers. The check narrows the window from the length of a cycle to the few milliseconds until pueue
+# receives the command (watcher/hygiene.py vanished_successes covers those).
 CLEAN_SCRIPT = (
-    r"""p=$1 m=$2 d=$3 k=$4 cf=$5 pf=$6
-shift 6
+    r"""p=$1 m=$2 d=$3 k=$4 cf=$5 pf=$6 n=$7
+shift 7
 case $p in "~/"*) p=$HOME/${p#"~/"};; esac
 """
     + _PUEUE_CALL
     + _PUEUE_DIR
     + _STATE_FILE
-    + r"""if [ -n "$k" ] && [ "$s" != "$k" ]; then echo pueue-watcher-clean-deferred; exit 0; fi
+    + r"""command -v grep >/dev/null 2>&1 || n=
+if [ -n "$n" ]; then
+case $f in
+*.gz) x=$(gzip -dc "$f" | grep -o '"status":{"Done"' | wc -l);;
+?*) x=$(grep -o '"status":{"Done"' "$f" | wc -l);;
+*) x=;;
+esac
+x=${x##* }
+if [ "$x" != "$n" ]; then echo "pueue-watcher-clean-deferred done $x, planned $n"; exit 0; fi
+elif [ -n "$k" ] && [ "$s" != "$k" ]; then echo pueue-watcher-clean-deferred; exit 0; fi
 if [ "$m" = host ]; then P clean -s || exit; m=all; fi
 for g do
 if [ "$m" = all ]; then P clean --group="$g" || exit; else P clean -s --group="$g" || exit; fi
@@ -217,12 +233,48 @@ done
 )
 CLEAN_DEFERRED = b"pueue-watcher-clean-deferred"
 
+# Bulk removal (hygiene scope "bulk"), one chunk per round trip: $1 pueue, $2 the pueue directory, $3 pueue's
+# configuration file, $4 its profile, then one ID=CREATED argument per candidate (CREATED: the task's
+# created_at to the second, as written in the state file). `pueue remove` checks neither the status nor the
+# identity of a task, so the script first looks each candidate up in the state file: pueue writes compact
+# JSON, each task starting `"ID":{"id":ID,"created_at":"…` (3.4.1 and 4.0.4), and that sequence cannot occur
+# inside a JSON string. Only the ids found with their own created_at are removed: a task id that was reused
+# after someone else's clean (pueue numbers from max id + 1, from 0 once empty) has another created_at and
+# stays. The patterns are built here from the arguments (nothing is spliced into the script). A compressed
+# state file (state.json.gz) or a grep without -o / -F / -f - makes the script say so (BULK_UNAVAILABLE), and
+# the watcher plans a `pueue clean` instead. pueue's answer when it keeps some of the ids (a task an
+# unfinished one depends on, "The command failed for tasks: …") is no failure: the next poll shows them.
+REMOVE_SCRIPT = (
+    r"""p=$1 d=$2 cf=$3 pf=$4
+shift 4
+case $p in "~/"*) p=$HOME/${p#"~/"};; esac
+"""
+    + _PUEUE_CALL
+    + _PUEUE_DIR
+    + _STATE_FILE
+    + r"""case $f in *.json) ;; *) echo "pueue-watcher-bulk-unavailable state file ${f##*/}"; exit 0;; esac
+i=$(for a do printf '"%s":{"id":%s,"created_at":"%s\n' "${a%%=*}" "${a%%=*}" "${a#*=}"; done |
+grep -oF -f - "$f")
+case $? in 0|1) ;; *) echo "pueue-watcher-bulk-unavailable grep"; exit 0;; esac
+set --
+for x in $i; do x=${x#\"}; set -- "$@" "${x%%\"*}"; done
+echo "pueue-watcher-bulk-matched $#"
+[ $# -gt 0 ] || exit 0
+o=$(P remove "$@" 2>&1 </dev/null) || case $o in
+*"failed for tasks"*) ;;
+*) printf '%s\n' "$o" >&2; exit 1;;
+esac
+"""
+)
+BULK_UNAVAILABLE = b"pueue-watcher-bulk-unavailable"
+BULK_MATCHED = re.compile(rb"pueue-watcher-bulk-matched ([0-9]{1,9})")
+
 # sshd hands the whole remote command to the login shell as one argument, which Linux caps at 128 KiB
 # (MAX_ARG_STRLEN), and a NUL would cut it short: values that cannot travel are left out.
-_ARGUMENTS_BUDGET = 64 * 1024
+ARGUMENTS_BUDGET = 64 * 1024
 
 
-def fitting_arguments(values: Sequence[str], budget: int = _ARGUMENTS_BUDGET) -> list[str]:
+def fitting_arguments(values: Sequence[str], budget: int = ARGUMENTS_BUDGET) -> list[str]:
     """The values, in order, that can travel as arguments of one remote command: no NUL, and no more than
     ``budget`` bytes once quoted, all of them together."""
     chosen: list[str] = []
@@ -235,14 +287,29 @@ def fitting_arguments(values: Sequence[str], budget: int = _ARGUMENTS_BUDGET) ->
 
 
 def clean_argv(
-    host: HostConfig, groups: Sequence[str], mode: str, fingerprint: str = "", *, whole_host: bool = False
+    host: HostConfig,
+    groups: Sequence[str],
+    mode: str,
+    fingerprint: str = "",
+    *,
+    whole_host: bool = False,
+    done: int | None = None,
 ) -> list[str]:
-    """The clean, done only while the state file's fingerprint is still ``fingerprint``: ``pueue clean``
-    (``-s`` unless ``mode`` is "all") of each of ``groups``; with ``whole_host``, one ``pueue clean -s`` of
-    the whole host first, and then ``pueue clean --group=G`` of each of ``groups``."""
+    """The clean, done only while no task finished since the plan (the state file holds ``done`` Done
+    tasks; when that is unknown, its fingerprint is still ``fingerprint``): ``pueue clean`` (``-s`` unless
+    ``mode`` is "all") of each of ``groups``; with ``whole_host``, one ``pueue clean -s`` of the whole host
+    first, and then ``pueue clean --group=G`` of each of ``groups``."""
+    count = "" if done is None else str(done)
     where = [host.pueue, "host" if whole_host else mode, host.pueue_dir or "", fingerprint,
-             host.pueue_config or "", host.pueue_profile or ""]  # fmt: skip
+             host.pueue_config or "", host.pueue_profile or "", count]  # fmt: skip
     return ["sh", "-c", CLEAN_SCRIPT, "pueue-watcher-clean", *where, *groups]
+
+
+def remove_argv(host: HostConfig, candidates: Sequence[str]) -> list[str]:
+    """One chunk of a bulk removal: ``pueue remove`` of those ``candidates`` (``ID=CREATED``) that the state
+    file still holds as the same task (REMOVE_SCRIPT)."""
+    where = [host.pueue, host.pueue_dir or "", host.pueue_config or "", host.pueue_profile or ""]
+    return ["sh", "-c", REMOVE_SCRIPT, "pueue-watcher-remove", *where, *candidates]
 
 
 # Any other pueue command (`pueue start -g G`, `pueue pause -g G`): the arguments follow the binary.

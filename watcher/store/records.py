@@ -20,11 +20,14 @@ class CleanRecord(msgspec.Struct, frozen=True, kw_only=True):
     bytes_after: int | None
     removed: dict[str, dict[str, int]]  # group -> result -> how many of the removed tasks had it
     failed_labels: dict[str, list[str]]  # group -> labels of the failed tasks the clean removes
-    # Not run: the state file changed between the plan and the clean (watcher/poll/remote.py CLEAN_SCRIPT).
+    # Not run: a task finished between the plan and the clean (watcher/poll/remote.py CLEAN_SCRIPT), or the
+    # host could not run a bulk removal.
     deferred: bool = False
     # "host": one `pueue clean -s` of the whole host (every group's successful tasks: ``removed`` lists the
     # running groups too), then, with mode "all", `pueue clean --group=G` of the complete groups that hold
-    # failed tasks; "groups": `pueue clean [-s] --group=G` of each of ``groups`` (watcher/hygiene.py).
+    # failed tasks; "groups": `pueue clean [-s] --group=G` of each of ``groups``; "bulk": `pueue remove` of
+    # the successful tasks of ``groups``, in chunks, on a large host (watcher/hygiene.py). The ids are not
+    # stored: they are derived from the plan's snapshot.
     scope: str = "groups"
     # The outcome, known from the first poll after the clean. Partial: some of what the plan meant to remove
     # is still there (``kept``: group -> how many tasks), because the budget (hygiene.timeout) ran out, the

@@ -260,6 +260,14 @@ def generate_state(
                 busy[group] += 1
                 status = "Paused" if g_status == "Paused" else status
             status_list[i] = status
+    # What pueued never keeps: a Queued task (with no dependency) in a Running group with a free slot. It
+    # starts such a task within one pass of its loop (spawn.rs), so a real state shows it Running.
+    for i, status in enumerate(status_list):
+        group = task_groups[i]
+        g_status, parallel = groups[group]
+        if status == "Queued" and g_status == "Running" and (parallel == 0 or busy[group] < parallel):
+            busy[group] += 1
+            status_list[i] = "Running"
 
     # The environment of a few login sessions, padded so that one task is about `envs_bytes`.
     # Measured: a task without envs takes ~525 (v3) / ~510 (v4) bytes; PWD and PUEUE_* ~75 more.

@@ -63,7 +63,7 @@ class _Task(msgspec.Struct, gc=False):
     group: str
     status: Status | _StatusObject
     label: str | None = None
-    dependencies: list[TaskId] = []
+    dependencies: tuple[TaskId, ...] = ()  # a tuple: the empty one is a singleton, no list per task
     # v3 only; v4 keeps these inside the status object. Absent ≠ null: absence tells v4.
     start: Instant | UnsetType | None = UNSET
     end: Instant | UnsetType | None = UNSET
@@ -231,7 +231,7 @@ def _task(raw: _Task) -> Task:
         None if start is UNSET else start,
         None if end is UNSET else end,
         state_key(status, result),
-        tuple(raw.dependencies) if raw.dependencies and status is not Status.DONE else (),
+        raw.dependencies if status is not Status.DONE else (),
     )
 
 

@@ -1,6 +1,6 @@
 """Decode ``pueue status --json``, ``pueue group --json`` and pueue's ``state.json`` (v3.2–3.4 and v4.0).
 
-The wire shapes are described in ``shared/fixtures/pueue/README.md``. The decoder is msgspec with typed
+The wire shapes are described in ``tests/fixtures/pueue/README.md``. The decoder is msgspec with typed
 structs: fields that are not declared (``envs``, ``command``, ``path`` …) are skipped by the tokenizer without
 building Python objects, which is what keeps a 76 MB state file cheap to read. Status and result names decode
 straight into enum singletons, and a status object into a small struct with one field per variant, so that

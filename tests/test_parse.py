@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.errors import PueueParseError
-from watcher.pueue.model import COUNT_KEYS, Result, Status, count_states
-from watcher.pueue.parse import parse_groups, parse_status
+from watcher.poll.remote import read_local_state, release
+from watcher.pueue import parse
+from watcher.pueue.model import COUNT_KEYS, Result, Snapshot, Status, count_states
+from watcher.pueue.parse import decode_status, parse_groups, parse_status, snapshot_of
 
 EXPECTED_STATES = {
     0: "success",
@@ -127,6 +132,141 @@ def test_truncation_names_the_byte_offset(fixtures_dir: Path) -> None:
 def test_malformed_json_names_the_byte_offset() -> None:
     with pytest.raises(PueueParseError, match=r"byte 12"):
         parse_status(b'{"tasks": {}x, "groups": {}}')
+
+
+# --- a mapped state file, decoded part by part (parse._decode_mapped) -------------------------------------
+
+
+def parse_mapped(data: bytes, path: Path) -> tuple[Snapshot, bool]:
+    """Parse ``data`` as the poller parses a local state file (mapped, decoded, released, then built); also
+    whether it went part by part. release() raises BufferError if anything still held the mapping."""
+    path.write_bytes(data)
+    view = read_local_state(str(path))
+    try:
+        decoded = decode_status(view)
+    finally:
+        release(view)
+    return snapshot_of(decoded), decoded.built is not None
+
+
+def outcome(parser: Callable[[], Snapshot]) -> Snapshot | str:
+    try:
+        return parser()
+    except PueueParseError as exc:
+        return f"PueueParseError: {exc}"
+
+
+def compact(doc: object) -> bytes:
+    """JSON as pueue writes it: no spaces."""
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of about 1 KB, so that a fixture of 14 tasks spans several."""
+    monkeypatch.setattr(parse, "DROP_STEP", 1024)
+
+
+@pytest.mark.usefixtures("small_parts")
+@pytest.mark.parametrize("version", ["v3", "v4"])
+def test_a_mapped_state_gives_the_snapshot_of_its_bytes(
+    fixtures_dir: Path, tmp_path: Path, version: str
+) -> None:
+    """A mapped state decoded part by part gives the one-pass snapshot: tasks, order, groups and format."""
+    data = (fixtures_dir / f"{version}_status.json").read_bytes()
+    snapshot, in_parts = parse_mapped(data, tmp_path / "state.json")
+    assert in_parts
+    assert snapshot == parse_status(data) and snapshot.format == version
+    assert [t.id for t in snapshot.tasks] == list(range(14))
+
+
+def test_a_large_generated_state_parses_the_same_mapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated 3,000-task v4 state, in parts of 256 KB, gives the same snapshot mapped and read."""
+    from tests.pueue_sim.scenario import generate_state
+
+    monkeypatch.setattr(parse, "DROP_STEP", 256 << 10)
+    state = tmp_path / "state.json"
+    generate_state(state, "v4", 3000, 7, seed=3)
+    data = state.read_bytes()
+    assert len(data) > 10 * parse.DROP_STEP
+    snapshot, in_parts = parse_mapped(data, tmp_path / "copy.json")
+    assert in_parts and snapshot == parse_status(data) and len(snapshot.tasks) == 3000
+
+
+def _edited(fixtures_dir: Path, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    doc = json.loads((fixtures_dir / "v4_status.json").read_text())
+    edit(doc)
+    return compact(doc)
+
+
+def _bad_status(doc: dict[str, Any]) -> None:
+    doc["tasks"]["11"]["status"] = {"Hibernating": {}}
+
+
+def _done_without_result(doc: dict[str, Any]) -> None:
+    doc["tasks"]["12"]["status"] = "Done"
+
+
+def _bad_group(doc: dict[str, Any]) -> None:
+    doc["groups"]["p1"] = 5
+
+
+def _spaced_group(doc: dict[str, Any]) -> None:
+    doc["groups"]["tasks"] = doc["groups"].pop("p1")  # a key "tasks" after the tasks: left to the one pass
+
+
+@pytest.mark.usefixtures("small_parts")
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_bad_status, r"task 11: unknown status 'Hibernating'"),
+        (_done_without_result, r"task 12: Done without a result"),
+        (_bad_group, r"unexpected pueue JSON: .*groups"),
+        (_spaced_group, None),
+    ],
+    ids=["unknown-status-late", "done-without-result", "bad-group", "group-named-tasks"],
+)
+def test_a_mapped_state_fails_as_its_bytes_do(
+    fixtures_dir: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], expected: str | None
+) -> None:
+    """A bad task in a late part, or a bad group, is the one-pass error, naming the task; the mapping is
+    released all the same."""
+    data = _edited(fixtures_dir, edit)
+    mapped = outcome(lambda: parse_mapped(data, tmp_path / "state.json")[0])
+    assert mapped == outcome(lambda: parse_status(data))
+    if expected is not None:
+        assert isinstance(mapped, str) and re.search(expected, mapped), mapped
+
+
+def _v3_copy(data: bytes, key: str) -> dict[str, Any]:
+    task: dict[str, Any] = json.loads(data)["tasks"][key]
+    return task | {"start": None}
+
+
+@pytest.mark.usefixtures("small_parts")
+@pytest.mark.parametrize(
+    "document",
+    [
+        # a task repeated in a later part, its first copy in v3's shape: the one pass keeps only the last
+        lambda d: d.replace(b'{"tasks":{', b'{"tasks":{"13":' + compact(_v3_copy(d, "13")) + b",", 1),
+        # a second top-level "tasks": the last one wins
+        lambda d: d.rstrip()[:-1] + b',"tasks":{}}',
+        # truncated in the middle of a late part
+        lambda d: d[: len(d) - 3000],
+        # spaces: not pueue's layout, decoded in one pass
+        lambda d: json.dumps(json.loads(d)).encode(),
+    ],
+    ids=["repeated-task", "second-tasks", "truncated", "spaced"],
+)
+def test_unusual_mapped_documents_give_the_one_pass_answer(
+    fixtures_dir: Path, tmp_path: Path, document: Callable[[bytes], bytes]
+) -> None:
+    """Documents pueue never writes give, mapped, exactly the one-pass snapshot or error."""
+    data = document((fixtures_dir / "v4_status.json").read_bytes())
+    mapped = outcome(lambda: parse_mapped(data, tmp_path / "state.json")[0])
+    assert mapped == outcome(lambda: parse_status(data))
 
 
 JSON = st.recursive(

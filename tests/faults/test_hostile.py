@@ -29,6 +29,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -60,7 +61,8 @@ from watcher.errors import HostError, PueueParseError
 from watcher.events import phase_completed
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import PollResult
-from watcher.poll.remote import MARKER, pueue_error, read_output
+from watcher.poll.remote import MARKER, pueue_error, read_local_state, read_output, release
+from watcher.pueue import parse
 from watcher.pueue.parse import decode_status, parse_groups, snapshot_of
 from watcher.render import status_document, status_table
 
@@ -268,6 +270,57 @@ def test_invalid_utf8_inside_any_string(ledger: Ledger, data: st.DataObject, ver
     at = data.draw(st.sampled_from(quotes), label="after quote") + 1
     bad = data.draw(st.sampled_from([b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xe2\x82", b"\x80"]), label="bad")
     consume(raw[:at] + bad + raw[at:])
+
+
+@pytest.fixture(scope="module")
+def map_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mapped")
+
+
+def _parsed(parser: Any) -> Any:
+    try:
+        return parser()
+    except PueueParseError as exc:
+        return f"PueueParseError: {exc}"
+
+
+def _mapped(document: bytes, path: Path) -> Any:
+    """Parse like the local transport: map the file, decode (part by part), release, build."""
+    path.write_bytes(document)
+    view = read_local_state(str(path))
+    try:
+        decoded = decode_status(view)
+    finally:
+        release(view)  # BufferError if a decoded part still held the mapping
+    return snapshot_of(decoded)
+
+
+@FUZZ
+@given(data=st.data(), version=st.sampled_from(["v3", "v4"]), bytewise=st.booleans())
+def test_a_mutated_mapped_state_parses_as_its_bytes(
+    ledger: Ledger, map_dir: Path, data: st.DataObject, version: str, bytewise: bool
+) -> None:
+    """A real sample with structural or byte edits, mapped and decoded in parts of 1 KB, gives exactly the
+    snapshot or the PueueParseError message of the one-pass decode of its bytes."""
+    ledger.hostile()
+    if bytewise:
+        raw = bytearray((FIXTURES / f"{version}_status.json").read_bytes())
+        for _ in range(data.draw(st.integers(1, 3), label="edits")):
+            at = data.draw(st.integers(0, len(raw)), label="at")
+            piece = data.draw(st.sampled_from([b"\xff", b'"', b"}", b"{", b",", b"1", b"\\"]), label="piece")
+            if data.draw(st.booleans(), label="insert"):
+                raw[at:at] = piece
+            else:
+                del raw[at : at + len(piece)]
+        document = bytes(raw)
+    else:
+        doc = json.loads(json.dumps(SAMPLES[version]))
+        for _ in range(data.draw(st.integers(1, 3), label="edits")):
+            doc = mutate(doc, data)
+        document = json.dumps(doc, separators=(",", ":")).encode()
+    with mock.patch.object(parse, "DROP_STEP", 1024):
+        mapped = _parsed(lambda: _mapped(document, map_dir / "state.json"))
+    assert mapped == _parsed(lambda: snapshot_of(decode_status(document)))
 
 
 @FUZZ

@@ -438,15 +438,16 @@ def read_local_state(path: str) -> bytes | memoryview:
     """The state file itself, on this machine (the ``handoff`` answer of the local transport).
 
     A plain file is mapped rather than read: the parser works on the page cache directly, without a 76 MB
-    copy. pueue replaces the file by rename, so the mapped inode never changes under us."""
+    copy. pueue replaces the file by rename, so the mapped inode never changes under us. The pages are not
+    populated up front: the parser touches them a few MB at a time and hands them back as it goes
+    (watcher/pueue/parse.py ``_decode_mapped``), so that the whole file is never resident at once."""
     try:
         with open(path, "rb") as handle:
             if path.endswith(".gz"):
                 return zlib.decompress(handle.read(), wbits=31)
             if os.fstat(handle.fileno()).st_size == 0:
                 return b""
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            return memoryview(mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ))
+            return memoryview(mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
     except (OSError, zlib.error) as exc:
         raise BadPollOutput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 

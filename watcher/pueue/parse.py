@@ -6,6 +6,11 @@ building Python objects, which is what keeps a 76 MB state file cheap to read. S
 straight into enum singletons, and a status object into a small struct with one field per variant, so that
 the intermediate objects stay small (a state of 53,000 tasks: bench/status_large.py).
 
+A mapped state file (a memoryview of a whole mmap, as ``read_local_state`` gives) is decoded a few MB of
+tasks at a time (:func:`_decode_mapped`), handing the pages already decoded back to the kernel, so that the
+mapping and the decoded tasks are never both whole in memory. Its answer and its errors are those of the
+one-pass decode, which it falls back to on anything unusual.
+
 Every failure, whatever the input, is a :class:`~watcher.errors.PueueParseError` whose message names the task
 (``task 12: …``) or the byte offset.
 """
@@ -13,6 +18,8 @@ Every failure, whatever the input, is a :class:`~watcher.errors.PueueParseError`
 from __future__ import annotations
 
 import gc
+import mmap
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -85,6 +92,7 @@ class _RawTasks(msgspec.Struct):
 
 
 _state_decoder = msgspec.json.Decoder(_State)
+_tasks_decoder = msgspec.json.Decoder(dict[int, _Task])
 _groups_decoder = msgspec.json.Decoder(dict[str, _Group | str])
 _raw_tasks_decoder = msgspec.json.Decoder(_RawTasks)
 _task_decoder = msgspec.json.Decoder(_Task)
@@ -98,20 +106,106 @@ def parse_status(data: BytesLike) -> Snapshot:
 def decode_status(data: BytesLike) -> Decoded:
     """The first half of :func:`parse_status`: after it, ``data`` is no longer needed (a caller holding a
     76 MB mapping releases it before the tasks are built, which lowers the peak memory)."""
+    if isinstance(data, memoryview) and isinstance(data.obj, mmap.mmap):
+        decoded = _decode_mapped(data, data.obj)
+        if decoded is not None:
+            return decoded
     return Decoded(_decode(_state_decoder, data))
 
 
 class Decoded:
-    """A decoded document, not yet turned into a :class:`Snapshot`."""
+    """A decoded document, not yet turned into a :class:`Snapshot`: either the decoded state, or (a mapped
+    file) the groups and the tasks already built."""
 
-    __slots__ = ("state",)
+    __slots__ = ("built", "state")
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, built: tuple[list[Task], bool] | None = None) -> None:
         self.state = state
+        self.built = built  # (the tasks, whether the format is v3)
+
+
+#: A mapped state file is decoded this many bytes at a time, and each part read handed back to the kernel; a
+#: smaller file is decoded in one pass.
+DROP_STEP = 2 << 20
+
+_HEAD = b'{"tasks":{'
+#: Where one task ends and the next begins in pueue's compact JSON: ``…},"123":{…``. In valid JSON a ``"``
+#: outside a string is never escaped, so this can only be a key at some depth; a split at the wrong depth
+#: leaves a part with unbalanced braces, which fails to decode.
+_BOUNDARY = re.compile(rb'\},"[0-9]+":\{')
+
+
+def _decode_mapped(view: memoryview, mapping: mmap.mmap) -> Decoded | None:
+    """Decode a mapped state file a few MB of tasks at a time (each part copied, decoded, turned into tasks),
+    handing the pages already decoded back to the kernel (``MADV_DONTNEED``: a shared file mapping reads
+    them back from the page cache if touched again), so that the file and the decoded tasks are never both
+    whole in memory.
+
+    None when the input is not laid out as pueue writes it (compact JSON, ``tasks`` first), repeats a task,
+    or fails to decode or convert: the caller then decodes it in one pass, which gives the same answer or the
+    same error. Nothing kept refers to ``view``: the caller can release it and close the mapping."""
+    size, step = view.nbytes, DROP_STEP
+    if size <= step or size != len(mapping) or not hasattr(mapping, "madvise") or view[:10] != _HEAD:
+        return None
+    built: dict[int, Task] = {}
+    is_v3 = False
+    pos = len(_HEAD)  # the first task's key
+    dropped = 0
+    buffer = bytearray(2 * step + 2)  # one part at a time, as a JSON object: {"id":{…},…}
+    buffer[0] = ord("{")
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # tens of thousands of small objects: see snapshot_of
+    try:
+        while size - pos > 2 * step:
+            found = _BOUNDARY.search(mapping, pos + step, pos + 2 * step)
+            if found is None:
+                return None  # a task of megabytes: not worth splitting
+            split = found.start() + 1  # after the task's closing brace
+            length = split - pos + 2
+            buffer[1 : length - 1] = view[pos:split]
+            buffer[length - 1] = ord("}")
+            with memoryview(buffer) as whole, whole[:length] as document:
+                part = _tasks_decoder.decode(document)
+            pos = split + 1  # after the comma
+            is_v3 = _build(built, part) or is_v3
+            del part
+            upto = pos // mmap.PAGESIZE * mmap.PAGESIZE
+            mapping.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+            dropped = upto
+        del buffer
+        tail = b"".join((_HEAD, view[pos:]))
+        if tail.find(b'"tasks":', len(_HEAD)) != -1:
+            return None  # a second "tasks" (the last one wins), or a nested one: leave it to the one pass
+        state = _state_decoder.decode(tail)
+        del tail
+        is_v3 = _build(built, state.tasks) or is_v3
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, ValueError):
+        return None  # the one-pass decode names the task (or the byte), as it always has
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Decoded(_State(tasks={}, groups=state.groups), (list(built.values()), is_v3))
+
+
+def _build(built: dict[int, Task], part: dict[int, _Task]) -> bool:
+    """Add the tasks of one part; whether one of them is v3. ValueError when a task repeats one of an earlier
+    part (where the one-pass decode would keep only the last) or cannot be converted."""
+    before = len(built)
+    is_v3 = False
+    for key, raw in part.items():
+        built[key] = _task(raw)
+        is_v3 = is_v3 or raw.start is not UNSET
+    if len(built) != before + len(part):
+        raise ValueError("a task is repeated")
+    return is_v3
 
 
 def snapshot_of(decoded: Decoded) -> Snapshot:
     state = decoded.state
+    if decoded.built is not None:
+        built, is_v3 = decoded.built
+        fmt = ("v3" if is_v3 else "v4") if built else "unknown"
+        return Snapshot(groups=_groups(state.groups), tasks=tuple(built), format=fmt)
     tasks = []
     is_v3 = False
     # Tens of thousands of small objects: the cyclic GC would rescan them several times for nothing.

@@ -13,6 +13,7 @@ from watcher.hygiene import (
     CHUNK_PAIRS,
     Hygiene,
     candidates,
+    completed_bulk,
     next_chunk,
     per_group,
     settled,
@@ -283,3 +284,17 @@ def test_the_guard_travels_as_the_plans_done_count() -> None:
         "pueue", "host", "", "1 2 3", "", "", "41"
     ]  # fmt: skip
     assert clean_argv(host, ["g"], "successful")[10:] == ["", "g"]
+
+
+def test_a_completed_bulk_is_followed_by_the_regular_plan_of_the_rest() -> None:
+    """After a bulk that went through, the next plan takes the rest (a Paused group's successes) whatever the
+    size and the cooldown, with a whole-host clean, never a second bulk; a bulk cut short is not followed."""
+    s, tracks = large_host()
+    hygiene = Hygiene(HygieneSection(max_state_bytes=10**9, cooldown=3600))
+    assert hygiene.plan("h", large(s, 20_000), tracks, NOW) is None
+    plan = hygiene.plan("h", large(s, 20_000), tracks, NOW, follow_up=True)
+    assert plan is not None and plan.scope == "host" and "paused" in plan.groups
+    bulk = replace(plan, scope="bulk", bytes_after=5000)
+    assert completed_bulk(bulk) and completed_bulk(replace(bulk, partial=True, note="pueue kept 1 task(s)"))
+    assert not completed_bulk(plan) and not completed_bulk(replace(bulk, deferred=True))
+    assert not completed_bulk(replace(bulk, partial=True, note="the budget ran out (…)"))

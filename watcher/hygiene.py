@@ -27,7 +27,10 @@ s on a loaded one, all under one lock. Hence the plan:
   take it. Such groups (and everything else) are left to the next cycle's regular plan, whose whole-host
   ``clean -s`` is cheap by then; the bulk removes no failed task (``clean = "all"`` is for that plan too).
   It needs no guard on finished tasks: it names the tasks it removes. The candidate ids (53,000 of them)
-  are not part of the persisted record: :func:`candidates` derives them from the plan's snapshot.
+  are not part of the persisted record: :func:`candidates` derives them from the plan's snapshot. A bulk
+  that went through is followed, at the next cycle, by the regular plan of the rest (``follow_up``: whatever
+  the file's size and the cooldown, never a bulk again), cheap by then: the successful tasks of Paused and
+  running groups would otherwise stay as long as the file is below ``max_state_bytes``.
 - **scope "host"** (the usual case): one ``pueue clean -s`` of the whole host, then, with ``clean = "all"``,
   ``pueue clean --group=G`` of each complete, recorded group that holds failed tasks (cheap by then: the
   successful bulk is gone). It also removes the successful tasks of groups still running; that loses no
@@ -116,17 +119,21 @@ class Hygiene:
         *,
         blocked: Set[str] = frozenset(),
         whole_host: bool = True,
+        follow_up: bool = False,
     ) -> CleanRecord | None:
         """What to clean on ``host`` after this poll, or None. Pure, apart from the cooldown clock.
 
         ``whole_host`` is False when the snapshot does not show every group of the host (the host watches
-        only some groups): then a whole-host clean could remove what the watcher never saw."""
+        only some groups): then a whole-host clean could remove what the watcher never saw. ``follow_up``:
+        the last clean was a bulk removal that went through (:func:`completed_bulk`); the rest is planned
+        whatever the size and the cooldown, and not in bulk."""
         size, snapshot = result.state_file_bytes, result.snapshot
         if self.settings.clean == "off" or snapshot is None or size is None:
             return None
-        if size <= self.settings.max_state_bytes:
+        if size <= self.settings.max_state_bytes and not follow_up:
             return None
-        if time.monotonic() - self._last.get(host, float("-inf")) < self.settings.cooldown:
+        cooling = time.monotonic() - self._last.get(host, float("-inf")) < self.settings.cooldown
+        if cooling and not follow_up:
             return None
         mode = self.settings.clean
         names = sorted(snapshot.groups)
@@ -138,7 +145,7 @@ class Hygiene:
             g in cleanable or (g not in blocked and _travels(g) and _open(snapshot, g, tracks.get(g)))
             for g in holding
         )
-        bulk = self._bulk_groups(host, result, cleanable, whole_host)
+        bulk = [] if follow_up else self._bulk_groups(host, result, cleanable, whole_host)
         if bulk:
             per_group = []
             targets = bulk
@@ -272,6 +279,15 @@ class Hygiene:
         log.info("state.bulk_removed", host=host.name, chunks=chunks, candidates=len(candidates),
                  matched=removed)  # fmt: skip
         return True
+
+
+def completed_bulk(record: CleanRecord) -> bool:
+    """A bulk removal that ran to its end (settled, not deferred, not cut short by its budget or a stop):
+    the next cycle plans the rest (``Hygiene.plan(follow_up=True)``)."""
+    if record.scope != "bulk" or record.dry_run or record.deferred or record.bytes_after is None:
+        return False
+    note = record.note or ""
+    return not record.partial or not ("budget" in note or "stopped" in note)
 
 
 def per_group(plan: CleanRecord) -> list[str]:

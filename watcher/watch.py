@@ -32,7 +32,7 @@ from watcher.events import (
     state_cleaned,
 )
 from watcher.gates import apply, decide, pending_gates
-from watcher.hygiene import Hygiene, candidates, settled, targets, vanished_successes
+from watcher.hygiene import Hygiene, candidates, completed_bulk, settled, targets, vanished_successes
 from watcher.metrics import MetricsState
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
@@ -104,6 +104,9 @@ class HostWatch:
         # successes they were, to step through with the next snapshot (hygiene.vanished_successes).
         self._clean: _Clean | None = None
         self._vanished: dict[str, list[Task]] = {}
+        # Whether the last clean was a bulk removal that went through, whose rest the next plan takes
+        # (hygiene.completed_bulk); None: not read from the store yet (a `once` after the bulk's `once`).
+        self._follow_up: bool | None = None
         self.wake = asyncio.Event()  # set when a clean ends: the loop polls at once, not after its sleep
         self._store_error: str | None = None  # the store's failure in force, logged once (a full disk)
 
@@ -335,20 +338,28 @@ class HostWatch:
         task of its own, within ``hygiene.timeout``), at most one at a time per host; the first cycle whose
         poll began after it ended records what it did (``_settle``)."""
         size = result.state_file_bytes
-        if (
-            self._clean is not None
-            or self.settings.hygiene.clean == "off"
-            or size is None
-            or size <= self.settings.hygiene.max_state_bytes
-        ):
+        if self._clean is not None or self.settings.hygiene.clean == "off" or size is None:
+            return
+        if self._follow_up is None:
+            cleans = await self.store.cleans(self.host.name)
+            self._follow_up = bool(cleans) and completed_bulk(cleans[-1])
+        follow_up = self._follow_up
+        if size <= self.settings.hygiene.max_state_bytes and not follow_up:
             return
         blocked = await self._blocked_groups() if self.settings.checks else set()
         whole_host = self.host.groups == ["*"]  # else the snapshot does not show every group of the host
         tracks = self._tracks or {}
         plan = self.hygiene.plan(
-            self.host.name, result, tracks, result.at, blocked=blocked, whole_host=whole_host
+            self.host.name,
+            result,
+            tracks,
+            result.at,
+            blocked=blocked,
+            whole_host=whole_host,
+            follow_up=follow_up,
         )
         if plan is None or result.snapshot is None:
+            self._follow_up = False  # nothing left to clean
             return
         # The record first: what the clean removes is on file before it is gone.
         await self.store.record_clean(plan)
@@ -426,6 +437,7 @@ class HostWatch:
         stopped = task.cancelled()
         done = settled(plan, clean.targets, result, seconds=seconds, expired=expired, stopped=stopped)
         await self._record_cleaned(done, outcome)
+        self._follow_up = completed_bulk(done)
 
     async def _record_cleaned(self, done: CleanRecord, outcome: CycleOutcome | None) -> None:
         await self.store.record_clean(done)

@@ -22,6 +22,7 @@ SCENARIOS = {
     "fleet": "bench.fleet",
     "real": "bench.real_pueue",
     "hygiene": "bench.hygiene_real",
+    "changed-poll": "bench.changed_poll",
 }
 SUITE = ["parse", "fleet", "real"]
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.harness.fake_transport import FakeTransport
 from watcher.config import HostConfig
@@ -187,3 +190,59 @@ async def test_a_state_that_stays_suspect_is_confirmed_ever_less_often() -> None
     gaps = [b - a for a, b in itertools.pairwise(confirms)]
     assert gaps[:5] == [2, 4, 8, 16, 32], sources
     assert poller.confirmations == len(confirms) < 10
+
+
+def _reference(snapshot: Snapshot, watched: set[str]) -> str | None:
+    """suspect() as it was first written: every task walked in Python, twice."""
+    for name, each in snapshot.groups.items():
+        if each.status not in ("Running", "Paused") and name in watched:
+            return f"group {name} is in {each.status}"
+    queued = [t for t in snapshot.tasks if t.status is Status.QUEUED and t.group in watched]
+    if not queued:
+        return None
+    by_id = {t.id: t for t in snapshot.tasks} if any(t.dependencies for t in queued) else {}
+    busy = Counter(t.group for t in snapshot.tasks if t.status in (Status.RUNNING, Status.PAUSED))
+    for each_task in queued:
+        group = snapshot.groups.get(each_task.group)
+        if group is None or group.status == "Paused":
+            continue
+        dependencies = [by_id[d] for d in each_task.dependencies if d in by_id]
+        if any(d.status is Status.DONE and d.result is not Result.SUCCESS for d in dependencies):
+            return f"task {each_task.id} of {each_task.group} waits on a failed dependency"
+        free = group.parallel == 0 or busy[each_task.group] < group.parallel
+        if free and group.status == "Running" and all(d.result is Result.SUCCESS for d in dependencies):
+            return f"task {each_task.id} of {each_task.group} could start"
+    return None
+
+
+_OUTCOMES = st.sampled_from(
+    [(s, None) for s in Status if s is not Status.DONE] + [(Status.DONE, r) for r in Result]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(
+            st.integers(0, 8),
+            st.sampled_from("abc"),
+            _OUTCOMES,
+            st.lists(st.integers(0, 9), max_size=2).map(tuple),
+        ),
+        max_size=10,
+    ),
+    groups=st.dictionaries(
+        st.sampled_from("abcd"), st.tuples(st.sampled_from(["Running", "Paused", "Reset"]), st.integers(0, 2))
+    ),
+    watched=st.sets(st.sampled_from("abcd")),
+)
+def test_suspect_gives_the_answer_of_the_walk_over_every_task(
+    specs: list[tuple[int, str, tuple[Status, Result | None], tuple[int, ...]]],
+    groups: dict[str, tuple[str, int]],
+    watched: set[str],
+) -> None:
+    """On any snapshot (ids repeated, dependencies missing or in other groups), suspect() names the same task
+    for the same reason as the plain walk over every task."""
+    tasks = [task(i, g, status, result, after) for i, g, (status, result), after in specs]
+    snapshot = snap(tasks, **groups)
+    assert suspect(snapshot, watched) == _reference(snapshot, watched)

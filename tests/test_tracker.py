@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from watcher.phases import tracker
 from watcher.phases.tracker import GroupTrack, StepResult, step
 from watcher.pueue.model import Result, Status, Task
 
@@ -277,3 +281,55 @@ def test_unchanged_snapshot_changes_nothing() -> None:
     tasks = [task((0, 0, "r")), task((1, 0, "q"))]
     assert step(track, "h", "g", tasks, T0).changed
     assert not step(track, "h", "g", tasks, T0 + timedelta(minutes=5)).changed
+
+
+# --- the by-id step against the by-key one (the reference) -----------------------------------------------
+
+_FAR = [
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),  # before datetime's range in UTC
+    datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=13))),  # too, an hour later
+    datetime.max.replace(tzinfo=UTC),
+]
+_SNAPSHOTS = st.lists(
+    st.lists(
+        st.tuples(
+            st.integers(0, 6),
+            st.integers(0, 40) | st.sampled_from([-1, -2, -3]),  # a minute, or one of _FAR
+            st.sampled_from(sorted(STATES)),
+            st.integers(0, 60),
+        ),
+        max_size=6,
+        unique_by=lambda spec: spec[0],
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _tasks(specs: list[tuple[int, int, str, int]]) -> list[Task]:
+    tasks = []
+    for tid, created, state, end in specs:
+        made = task((tid, created, state, end) if STATES[state][0] is Status.DONE else (tid, created, state))
+        if created < 0:
+            made = msgspec.structs.replace(made, created_at=_FAR[created + 3])
+        tasks.append(made)
+    return tasks
+
+
+@settings(max_examples=400, deadline=None)
+@given(snapshots=_SNAPSHOTS, first_run=st.booleans())
+@example(snapshots=[[(0, -3, "ok", 0)], [(1, -2, "ok", 0)]], first_run=False)  # a watermark before year 1
+def test_finding_members_by_id_matches_finding_them_by_key(
+    snapshots: list[list[tuple[int, int, str, int]]], first_run: bool
+) -> None:
+    """Through any sequence of snapshots (ids reused, times out of datetime's range), the step that finds
+    members by id gives the records and the track of the step that builds every task's key."""
+    ours, reference = GroupTrack(), GroupTrack()
+    for index, specs in enumerate(snapshots):
+        tasks = _tasks(specs)
+        now = T0 + timedelta(hours=index + 1)
+        first = first_run and index == 0
+        got = step(ours, "h", "g", tasks, now, first_sight=first)
+        expected = tracker._step(reference, "h", "g", tasks, now, first, False, by_key=True)
+        assert got == expected, f"snapshot {index}"
+        assert ours.encode() == reference.encode(), f"snapshot {index}"

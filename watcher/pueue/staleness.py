@@ -21,22 +21,27 @@ that a steady queue, where groups run normally or wait on work in progress, cost
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Container
+from itertools import compress
+from operator import attrgetter
 
 from watcher.pueue.model import Result, Snapshot, Status, Task
 
 
 def suspect(snapshot: Snapshot, watched: Container[str]) -> str | None:
-    """Why the snapshot may be stale, for one of the ``watched`` groups; None when it cannot be."""
+    """Why the snapshot may be stale, for one of the ``watched`` groups; None when it cannot be.
+
+    Called on every poll that finds the state changed: only the Queued tasks matter, found in one pass in C
+    (no Python code per task), and a group's running tasks are counted only for a group that has some."""
     for name, each in snapshot.groups.items():
         if each.status not in ("Running", "Paused") and name in watched:
             return f"group {name} is in {each.status}"
-    queued = [t for t in snapshot.tasks if t.status is Status.QUEUED and t.group in watched]
+    tasks = snapshot.tasks
+    queued = [t for t in compress(tasks, map(_QUEUED, map(_STATUS, tasks))) if t.group in watched]
     if not queued:
         return None
-    by_id = {t.id: t for t in snapshot.tasks} if any(t.dependencies for t in queued) else {}
-    busy = Counter(t.group for t in snapshot.tasks if t.status in (Status.RUNNING, Status.PAUSED))
+    by_id = dict(zip(map(_ID, tasks), tasks, strict=True)) if any(t.dependencies for t in queued) else {}
+    free: dict[str, bool] = {}  # per group: a Running group with a slot free
     for task in queued:
         group = snapshot.groups.get(task.group)
         if group is None or group.status == "Paused":
@@ -44,10 +49,19 @@ def suspect(snapshot: Snapshot, watched: Container[str]) -> str | None:
         dependencies = [by_id[d] for d in task.dependencies if d in by_id]
         if any(_failed(d) for d in dependencies):
             return f"task {task.id} of {task.group} waits on a failed dependency"
-        free = group.parallel == 0 or busy[task.group] < group.parallel
-        if free and group.status == "Running" and all(d.result is Result.SUCCESS for d in dependencies):
+        slot = free.get(task.group)
+        if slot is None:
+            busy = sum(map(_BUSY.__contains__, map(_STATUS, snapshot.group_tasks(task.group))))
+            slot = free[task.group] = group.parallel == 0 or busy < group.parallel
+        if slot and group.status == "Running" and all(d.result is Result.SUCCESS for d in dependencies):
             return f"task {task.id} of {task.group} could start"
     return None
+
+
+_ID = attrgetter("id")
+_STATUS = attrgetter("status")
+_QUEUED = Status.QUEUED.__eq__
+_BUSY = frozenset({Status.RUNNING, Status.PAUSED})
 
 
 def _failed(task: Task) -> bool:

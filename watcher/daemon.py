@@ -147,6 +147,11 @@ class Daemon:
         await asyncio.gather(*(w.stop_cleaning(left) for w in self.watches), return_exceptions=True)
         summary.cancel()
         await asyncio.gather(summary, delivery, watchdog, return_exceptions=True)
+        # What the last cycles committed (a clean recorded as the watcher stopped) gets one delivery round
+        # within what is left of the grace period; what fails stays pending for the next start.
+        left = max(1.0, grace - (time.monotonic() - stopping))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbox.drain(attempts=1), left)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]

@@ -127,9 +127,12 @@ class HostWatch:
         try:
             await self._health(result, outcome)
             settling = self._settling(polled_at)
-            if settling is not None:
-                await self._vanished_across(settling, result)
-            if result.source != "unchanged" or self._tracks is None:
+            # A poll that ran while a clean was in flight may already show what the clean removed: the
+            # correction for it applies to every snapshot from the clean's start until it is settled.
+            cleaning = settling or self._clean
+            if cleaning is not None:
+                await self._vanished_across(cleaning, result)
+            if result.source != "unchanged" or self._tracks is None or self._vanished:
                 await self._observe(result, outcome)
             await self._checks(outcome)
             await self._gates(outcome)
@@ -403,17 +406,26 @@ class HostWatch:
             await asyncio.gather(self._clean.task, return_exceptions=True)
 
     async def _vanished_across(self, clean: _Clean, result: PollResult) -> None:
-        """Before the first snapshot after a whole-host clean is stepped through: the tasks the tracker saw
-        unfinished that it removed, as the successes they were (hygiene.vanished_successes)."""
+        """Before a snapshot taken while a whole-host clean ran, or the first one after it, is stepped
+        through: the tasks the tracker saw unfinished that it removed, as the successes they were
+        (hygiene.vanished_successes)."""
         task = clean.task
-        if result.snapshot is None or result.source == "unchanged" or task.cancelled() or task.exception():
+        if result.snapshot is None:
             return
-        if task.result():  # not deferred
-            tracks = await self._tracks_loaded()
-            self._vanished = vanished_successes(clean.plan, tracks, result.snapshot, clean.sent_at)
-            if self._vanished:
-                log.info("state.clean_vanished_successes", host=self.host.name,
-                         tasks={g: len(ts) for g, ts in self._vanished.items()})  # fmt: skip
+        if task.done():
+            if task.cancelled():
+                return
+            error = task.exception()
+            # It failed or was deferred, so it removed nothing; but a client that ran out of budget may have
+            # handed pueued a clean that pueued finishes.
+            removed_nothing = not isinstance(error, HostTimeout) if error is not None else not task.result()
+            if removed_nothing:
+                return
+        tracks = await self._tracks_loaded()
+        self._vanished = vanished_successes(clean.plan, tracks, result.snapshot, clean.sent_at)
+        if self._vanished:
+            log.info("state.clean_vanished_successes", host=self.host.name,
+                     tasks={g: len(ts) for g, ts in self._vanished.items()})  # fmt: skip
 
     async def _settle(self, clean: _Clean, result: PollResult, outcome: CycleOutcome) -> None:
         """Record what the clean did, from this poll: the size after, and what it left (a partial clean is

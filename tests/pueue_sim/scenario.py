@@ -391,8 +391,9 @@ class SimHost:
         path = self.root / "pueued.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def stop_daemon(self, timeout: float = 10.0) -> int:
-        """SIGTERM: the daemon kills its tasks, saves, removes socket and pid file, exits 0."""
+    def stop_daemon(self, timeout: float = 60.0) -> int:
+        """SIGTERM: the daemon kills its tasks, saves, removes socket and pid file, exits 0. Saving a 50 MB
+        state takes the simulator seconds on a loaded 2-core machine: hence the generous bound."""
         assert self.daemon is not None
         self.daemon.send_signal(signal.SIGTERM)
         code = self.daemon.wait(timeout)

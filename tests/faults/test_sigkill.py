@@ -311,6 +311,7 @@ def test_sigkill_at_50_points_loses_and_repeats_nothing(
             assert not any("abandoned" in statuses for statuses in phases.values()), phases
 
         run.start()  # the last run: until every batch is a recorded phase and every event is delivered
+        run.started()  # (everything may have drained before the kill: SIGTERM must find the handler in place)
         run.until(run.drained, "everything to drain", 180, 0.2)
         assert run.daemon.terminate() == 0
 

@@ -17,6 +17,11 @@ CHUNK = 1 << 20
 # any real pueue state (53,000 tasks are 76 MB), far below what would exhaust the watcher's memory when a
 # host, compromised or broken, sends without end or sends a compression bomb.
 MAX_ANSWER_BYTES = 1 << 30
+# What is kept of a command's stderr: its head (pueue's error, a few hundred bytes) and its tail (the poll
+# script's "pueue-watcher-rc N" line). stderr carries no payload, so a host that floods it costs only the
+# time to drain it (the command's timeout bounds that), never memory.
+MAX_STDERR_BYTES = 64 << 10
+STDERR_TAIL_BYTES = 1 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +72,30 @@ async def read_stream(stream: _ByteStream, limit: int | None = None) -> bytearra
         if len(buffer) > limit:
             raise BadPollOutput(f"the host's answer is larger than {limit >> 20} MiB")
     return buffer
+
+
+async def read_stderr(
+    stream: _ByteStream, keep: int = MAX_STDERR_BYTES, tail: int = STDERR_TAIL_BYTES
+) -> bytearray:
+    """Read to EOF, keeping the first ``keep`` bytes and the last ``tail``; what lies between is drained and
+    dropped (the writer is never blocked on a full pipe, and the watcher never holds more than the cap). A
+    cut is marked by a line ``[… N bytes dropped …]``."""
+    head = bytearray()
+    end = bytearray()
+    dropped = 0
+    while chunk := await stream.read(CHUNK):
+        room = keep - len(head)
+        if room > 0:
+            head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            continue
+        kept = chunk[-tail:] if tail else b""
+        dropped += len(chunk) - len(kept)
+        end += kept
+        if len(end) > tail:
+            dropped += len(end) - tail
+            del end[: len(end) - tail]
+    if dropped:
+        head += f"\n[… {dropped} bytes dropped …]\n".encode()
+    return head + end

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Sequence
 
 from watcher.errors import HostError, HostTimeout, HostUnreachable
-from watcher.transport.base import CommandResult, read_stream
+from watcher.transport.base import CommandResult, read_stderr, read_stream
 
 
 class LocalTransport:
@@ -30,7 +30,7 @@ class LocalTransport:
         assert proc.stderr is not None
         try:
             async with asyncio.timeout(timeout):
-                stdout, stderr = await asyncio.gather(read_stream(proc.stdout), read_stream(proc.stderr))
+                stdout, stderr = await asyncio.gather(read_stream(proc.stdout), read_stderr(proc.stderr))
                 await proc.wait()
         except (TimeoutError, asyncio.CancelledError, HostError) as exc:
             with contextlib.suppress(ProcessLookupError):

@@ -27,7 +27,7 @@ from watcher.errors import (
     HostTimeout,
     HostUnreachable,
 )
-from watcher.transport.base import CommandResult, read_stream
+from watcher.transport.base import CommandResult, read_stderr, read_stream
 
 # A connection that dies under a command: asyncssh reports a lost or closed connection as a DisconnectError
 # (ConnectionLost), but a reset that hits one of its writes surfaces as the socket's own OSError
@@ -139,7 +139,7 @@ class SSHTransport:
         try:
             async with asyncio.timeout(timeout):
                 stdout, stderr = await asyncio.gather(
-                    read_stream(process.stdout), read_stream(process.stderr)
+                    read_stream(process.stdout), read_stderr(process.stderr)
                 )
                 done = await process.wait(check=False)
         except TimeoutError:
@@ -192,6 +192,15 @@ class SSHTransport:
             "login_timeout": self._connect_timeout,
             "keepalive_interval": self._keepalive,
             "keepalive_count_max": 3,
+            # A watched host is not trusted, whatever ~/.ssh/config says (asyncssh follows its ForwardAgent,
+            # ForwardX11Trusted, SendEnv, SetEnv and RequestTTY): a forwarded agent would let that host log
+            # into every other host as the operator, and the watcher's environment holds its secrets. The
+            # agent may still sign this host's own login: a signature is bound to this one session.
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "send_env": None,
+            "env": None,
+            "request_pty": False,  # a pty would also turn the binary payload's \n into \r\n
         }
         if host.compression == "ssh":
             # Compression by the SSH layer (zlib, after login) instead of on the host.

@@ -192,15 +192,6 @@ class SSHTransport:
             "login_timeout": self._connect_timeout,
             "keepalive_interval": self._keepalive,
             "keepalive_count_max": 3,
-            # A watched host is not trusted, whatever ~/.ssh/config says (asyncssh follows its ForwardAgent,
-            # ForwardX11Trusted, SendEnv, SetEnv and RequestTTY): a forwarded agent would let that host log
-            # into every other host as the operator, and the watcher's environment holds its secrets. The
-            # agent may still sign this host's own login: a signature is bound to this one session.
-            "agent_forwarding": False,
-            "x11_forwarding": False,
-            "send_env": None,
-            "env": None,
-            "request_pty": False,  # a pty would also turn the binary payload's \n into \r\n
         }
         if host.compression == "ssh":
             # Compression by the SSH layer (zlib, after login) instead of on the host.

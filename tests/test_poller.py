@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
-from tests.harness.fake_transport import FakeTransport
+import pytest
+
+from tests.harness.fake_transport import FakeTransport, Flood
 from watcher.config import HostConfig
 from watcher.errors import HostKeyRejected, HostUnreachable
 from watcher.poll.poller import HostPoller
 from watcher.poll.remote import MARKER
-from watcher.transport.base import CommandResult
+from watcher.transport import base
+from watcher.transport.base import MAX_STDERR_BYTES, STDERR_TAIL_BYTES, CommandResult
 
 HOST = HostConfig(name="h", groups=["btc-*", "default"])
 
@@ -68,3 +72,92 @@ async def test_host_key_errors_keep_their_reason() -> None:
     fake = FakeTransport([HostKeyRejected("h:22: host key verification failed")])
     result = await HostPoller(HOST, fake, timeout=5).poll()
     assert result.reason == "host_key"
+
+
+# --- a hostile host (issue 13) -----------------------------------------------------------------------------
+
+LOCAL = HostConfig(name="h", transport="local", groups=["*"])
+
+
+def handoff_answer(path: Path | str) -> CommandResult:
+    return CommandResult(0, MARKER + f"file state.json 10 1.5 7\ndaemon up\nhandoff {path}\n".encode(), b"")
+
+
+async def test_a_handoff_over_ssh_is_refused(tmp_path: Path, fixtures_dir: Path) -> None:
+    """A remote host that answers with a path on the watcher's machine gets a one-line error, not the file."""
+    own = tmp_path / "state.json"
+    own.write_bytes((fixtures_dir / "v4_status.json").read_bytes())
+    result = await HostPoller(HOST, FakeTransport([handoff_answer(own)]), timeout=5).poll()
+    assert (result.ok, result.reason, result.snapshot) == (False, "parse", None)
+    assert result.error == "the host answered a local-file handoff over SSH (only the local transport may)"
+
+
+async def test_the_local_transport_still_hands_off_a_regular_file(tmp_path: Path, fixtures_dir: Path) -> None:
+    """On this machine a handoff to the real state file is read as before (mapped, parsed part by part)."""
+    own = tmp_path / "state.json"
+    own.write_bytes((fixtures_dir / "v4_status.json").read_bytes())
+    result = await HostPoller(LOCAL, FakeTransport([handoff_answer(own)]), timeout=5).poll()
+    assert result.ok, result.error
+    assert (result.source, result.snapshot is not None) == ("handoff", True)
+
+
+async def test_a_local_handoff_to_a_fifo_or_a_symlink_is_refused(tmp_path: Path, fixtures_dir: Path) -> None:
+    """A FIFO (which would block a worker thread) and a symbolic link are refused; only regular files open."""
+    fifo = tmp_path / "fifo" / "state.json"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    link = tmp_path / "link" / "state.json"
+    link.parent.mkdir()
+    link.symlink_to(fixtures_dir / "v4_status.json")
+    fake = FakeTransport([handoff_answer(fifo), handoff_answer(link), handoff_answer("/dev/zero")])
+    poller = HostPoller(LOCAL, fake, timeout=5)
+    errors = [(await poller.poll()).error for _ in range(3)]
+    assert errors == [
+        f"cannot read {fifo}: not a regular file",
+        f"cannot read {link}: it is a symbolic link",
+        "cannot read /dev/zero: not a regular file",
+    ]
+
+
+async def test_a_local_gzip_bomb_is_refused_at_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state.json.gz that inflates past the answer limit is refused there, not decompressed whole."""
+    monkeypatch.setattr(base, "MAX_ANSWER_BYTES", 8 << 20)
+    bomb = tmp_path / "state.json.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * (64 << 20), compresslevel=9))
+    result = await HostPoller(LOCAL, FakeTransport([handoff_answer(bomb)]), timeout=5).poll()
+    assert result.error == "the gzip payload decompresses to more than 8 MiB"
+
+
+async def test_64_mib_of_header_lines_are_refused_at_the_header_cap() -> None:
+    """A header of endless short lines is a one-line error once it passes MAX_HEADER_BYTES."""
+    flood = CommandResult(0, MARKER + b"x\n" * (32 << 20), b"")
+    result = await HostPoller(HOST, FakeTransport([flood]), timeout=5).poll()
+    assert result.error == "the poll header is over 8 KiB (exit 0)"
+
+
+async def test_a_64_mib_probe_block_is_refused_at_its_cap() -> None:
+    """A probe block that never ends is refused once it passes MAX_PROBE_BYTES."""
+    flood = CommandResult(0, MARKER + b"probe-begin\n" + b"--x\n" * (16 << 20), b"")
+    result = await HostPoller(HostConfig(name="h", probes=True), FakeTransport([flood]), timeout=5).poll()
+    assert result.error == "the probe block is over 16 KiB (exit 0): "
+
+
+async def test_256_mib_of_stderr_is_kept_to_its_cap() -> None:
+    """A stderr flood is drained but only its head and tail are kept, and the poll still reads pueue's exit
+    code at the very end."""
+    status = MARKER + b"file state.json 10 1.5 7\ndaemon down\nstatus none\n"
+    floods = [
+        Flood(b"", b"\xff\n", 256 << 20),
+        Flood(status, b"\xff\n", 256 << 20, b"Error: boom\npueue-watcher-rc 3\n"),
+    ]
+    fake = FakeTransport(list(floods))
+    poller = HostPoller(HOST, fake, timeout=30)
+    first, second = await poller.poll(), await poller.poll()
+    assert all(len(r.stderr) <= MAX_STDERR_BYTES + STDERR_TAIL_BYTES + 64 for r in fake.results)
+    assert first.error is not None
+    assert first.error.startswith("unexpected answer from the host (exit 1): �: �")
+    assert len(first.error) < 400
+    assert second.error is not None
+    assert second.error.startswith("pueue status failed (exit 3): �: �")

@@ -12,7 +12,9 @@ import pytest
 
 from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, PueueUnavailable
-from watcher.poll.remote import MARKER, poll_argv, read_output
+from watcher.poll.remote import ERROR_BYTES, MARKER, poll_argv, pueue_error, read_output
+from watcher.transport.base import MAX_STDERR_BYTES, STDERR_TAIL_BYTES
+from watcher.transport.local import LocalTransport
 
 
 def run_script(
@@ -68,7 +70,7 @@ def test_an_atomic_rewrite_changes_the_fingerprint(pueue_dir: Path) -> None:
 def test_local_transport_reads_the_file_itself(pueue_dir: Path) -> None:
     """On the watcher's own machine the script only names the file: no 76 MB through a pipe."""
     proc = run_script(host_for(pueue_dir, transport="local"))
-    state = read_output(*_out(proc))
+    state = read_output(*_out(proc), local=True)
     assert state.kind == "handoff"
     assert len(proc.stdout) < 900
     assert bytes(state.payload()) == (pueue_dir / "state.json").read_bytes()
@@ -273,3 +275,37 @@ def test_the_macos_default_directory(tmp_path: Path, fixtures_dir: Path, pueued_
     mac = home / "Library" / "Application Support" / "pueue"
     _lay_out(tmp_path, fixtures_dir, mac, mac, pueued_pid)
     assert _poll_in(home) == ("state.json", True)
+
+
+# A hostile host (issue 13): what it may make the reader open, hold or decode.
+
+
+def test_a_handoff_is_accepted_only_from_the_local_transport(pueue_dir: Path) -> None:
+    """The same handoff answer is refused unless the caller says it came from this machine."""
+    out = MARKER + f"daemon up\nhandoff {pueue_dir / 'state.json'}\n".encode()
+    with pytest.raises(BadPollOutput, match=r"^the host answered a local-file handoff over SSH"):
+        read_output(out, b"", 0)
+    assert read_output(out, b"", 0, local=True).kind == "handoff"
+
+
+def test_noise_before_the_marker_is_looked_at_only_up_to_its_cap() -> None:
+    """A marker hidden behind 64 MiB of banner is not searched for: the answer is refused."""
+    with pytest.raises(BadPollOutput, match=r"^unexpected answer from the host"):
+        read_output(b"x" * (64 << 20) + MARKER + b"unchanged\n", b"", 0)
+
+
+def test_pueue_error_reads_only_the_head_of_a_flood() -> None:
+    """pueue_error of a 32 MiB flood is that of its first ERROR_BYTES."""
+    flood = b"Error: boom\n" + b"\xff\n" * (16 << 20)
+    assert pueue_error(flood) == pueue_error(flood[:ERROR_BYTES])
+    assert pueue_error(flood).startswith("boom: �")
+
+
+async def test_the_local_transport_keeps_256_mib_of_stderr_to_its_cap() -> None:
+    """A command that writes 256 MiB to stderr runs to its end, and only the head and tail are kept."""
+    script = "head -c 268435456 /dev/zero >&2; echo tail-line >&2; echo done"
+    result = await LocalTransport().run(["sh", "-c", script], timeout=60)
+    assert (result.exit_status, bytes(result.stdout)) == (0, b"done\n")
+    assert len(result.stderr) <= MAX_STDERR_BYTES + STDERR_TAIL_BYTES + 64
+    assert result.stderr.endswith(b"\0tail-line\n")
+    assert b"bytes dropped" in result.stderr

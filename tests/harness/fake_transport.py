@@ -7,20 +7,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from watcher.errors import HostError
-from watcher.transport.base import CommandResult
+from watcher.transport.base import CHUNK, CommandResult, read_stderr, read_stream
+
+
+@dataclass(frozen=True)
+class Flood:
+    """An answer whose stderr is sent as a host sends it, chunk by chunk (``stderr_chunk`` repeated until
+    ``stderr_bytes``, then ``stderr_end``), and read as the real transports read it: a flood of any size
+    costs the test no memory."""
+
+    stdout: bytes
+    stderr_chunk: bytes
+    stderr_bytes: int
+    stderr_end: bytes = b""
+    exit_status: int = 1
+
+
+class _Stream:
+    def __init__(self, chunk: bytes, total: int, end: bytes) -> None:
+        self._chunk = (chunk * max(CHUNK // max(len(chunk), 1), 1))[:CHUNK]
+        self._left = total
+        self._end = end
+
+    async def read(self, n: int = -1, /) -> bytes:
+        if self._left > 0:
+            chunk = self._chunk[: self._left]
+            self._left -= len(chunk)
+            return chunk
+        end, self._end = self._end, b""
+        return end
 
 
 @dataclass
 class FakeTransport:
-    answers: list[CommandResult | HostError]
+    answers: list[CommandResult | HostError | Flood]
     calls: list[list[str]] = field(default_factory=list)
     closed: bool = False
+    #: What each run returned, as the poller received it.
+    results: list[CommandResult] = field(default_factory=list)
 
     async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
         self.calls.append(list(argv))
         answer = self.answers.pop(0)
         if isinstance(answer, HostError):
             raise answer
+        if isinstance(answer, Flood):
+            stdout = await read_stream(_Stream(answer.stdout, len(answer.stdout), b""))
+            stderr = await read_stderr(_Stream(answer.stderr_chunk, answer.stderr_bytes, answer.stderr_end))
+            answer = CommandResult(answer.exit_status, stdout, stderr)
+        self.results.append(answer)
         return answer
 
     async def ask(self, argv: Sequence[str], request: bytes, until: bytes, *, timeout: float) -> bytes | None:

@@ -30,8 +30,9 @@ from watcher.transport import Transport
 
 log = structlog.get_logger("watcher.poll")
 
-# Payloads larger than this (and local state files) are decompressed and parsed in a worker thread, so
-# that one large host does not stall the event loop, and with it every other host and the metrics endpoint.
+# Payloads larger than this (and local state files, and anything compressed: a few KB of zstd can inflate to
+# the 1 GiB limit) are decompressed and parsed in a worker thread, so that one large or hostile host does not
+# stall the event loop, and with it every other host and the metrics endpoint.
 _THREAD_THRESHOLD = 256 * 1024
 
 
@@ -170,7 +171,9 @@ class HostPoller:
 
     async def _run(self, argv: list[str]) -> RemoteState:
         result = await self.transport.run(argv, timeout=self.timeout)
-        return read_output(result.stdout, result.stderr, result.exit_status)
+        # Only an answer from this machine may name a file for the watcher to open (a handoff).
+        local = self.host.transport == "local"
+        return read_output(result.stdout, result.stderr, result.exit_status, local=local)
 
     def _due_for_confirmation(self) -> bool:
         if self._suspect is None or self._snapshot is None:
@@ -191,7 +194,7 @@ class HostPoller:
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
         if remote.kind == "unchanged" and self._snapshot is not None:
             return self._snapshot
-        if remote.kind == "handoff" or len(remote.body) > _THREAD_THRESHOLD:
+        if remote.kind == "handoff" or remote.encoding != "none" or len(remote.body) > _THREAD_THRESHOLD:
             parsed = await asyncio.to_thread(_parse, remote)
         else:
             parsed = _parse(remote)

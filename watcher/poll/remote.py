@@ -27,10 +27,12 @@ alive, so that a stopped daemon is reported as such (through ``pueue status``'s 
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
 import shlex
+import stat
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +40,15 @@ from dataclasses import dataclass
 from checks.probes.proc import PROBE_SCRIPT
 from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, PueueUnavailable
+from watcher.transport import base
 from watcher.transport.base import CHUNK, MAX_ANSWER_BYTES
+
+# What a host may print before the payload, by purpose: anything else (a login banner) before the marker;
+# the probe block (about 500 bytes: checks/probes/proc.py); the header lines after it (a handoff's path is
+# the longest). A host that sends more is refused here, before any of it is split or decoded.
+MAX_PREAMBLE_BYTES = 64 << 10
+MAX_PROBE_BYTES = 16 << 10
+MAX_HEADER_BYTES = 8 << 10
 
 MARKER = b"pueue-watcher-poll 1\n"
 
@@ -347,8 +357,8 @@ class RemoteState:
     probe_text: str | None = None  # the probe block, when probes were asked for
 
     def payload(self) -> bytes | bytearray | memoryview:
-        """The JSON document: decompressed, or read from the local file. CPU-heavy for a large state, so
-        the poller calls it from a worker thread."""
+        """The JSON document: decompressed, or read from the local file. CPU-heavy for a large state (or a
+        compression bomb, up to its limit), so the poller calls it from a worker thread."""
         if self.kind == "handoff":
             return read_local_state(bytes(self.body).decode())
         return _decompress(self.body, self.encoding)
@@ -380,12 +390,20 @@ def session_request(host: HostConfig, known: str, token: str) -> bytes | None:
 
 
 _RC = re.compile(rb"pueue-watcher-rc ([0-9]{1,10})\s*$")  # bounded: int() refuses 4300 digits
+_RC_TAIL = 256
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_status: int) -> RemoteState:
-    """Split the header from the payload, decompress it, and turn pueue's failures into errors."""
-    start = stdout.find(MARKER)
+def read_output(
+    stdout: bytes | bytearray, stderr: bytes | bytearray, exit_status: int, *, local: bool = False
+) -> RemoteState:
+    """Split the header from the payload, decompress it, and turn pueue's failures into errors.
+
+    ``local`` says that the answer comes from the local transport: only then is a ``handoff`` (a path the
+    watcher opens on its own machine) accepted. A remote host that answers one is refused: it would get the
+    watcher to read any file of the watcher's machine. Every part of the header is bounded (MAX_*_BYTES)
+    and looked at only up to its bound, so that a host printing without end costs the event loop nothing."""
+    start = stdout.find(MARKER, 0, MAX_PREAMBLE_BYTES + len(MARKER))
     if start < 0:
         raise BadPollOutput(f"unexpected answer from the host (exit {exit_status}): {pueue_error(stderr)}")
     pos = start + len(MARKER)
@@ -393,20 +411,28 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
     kind = ""
     probe_text = None
     if stdout.startswith(b"probe-begin\n", pos):
-        end = stdout.find(b"\nprobe-end\n", pos)
+        end = stdout.find(b"\nprobe-end\n", pos, pos + MAX_PROBE_BYTES)
         if end < 0:
-            raise BadPollOutput(f"the probe block is cut short (exit {exit_status}): {pueue_error(stderr)}")
+            cut = len(stdout) < pos + MAX_PROBE_BYTES
+            why = "is cut short" if cut else f"is over {MAX_PROBE_BYTES >> 10} KiB"
+            raise BadPollOutput(f"the probe block {why} (exit {exit_status}): {pueue_error(stderr)}")
         pos, start_of_block = end + len(b"\nprobe-end\n"), pos
         probe_text = stdout[start_of_block:pos].decode("utf-8", "replace")  # markers included
+    header_end = pos + MAX_HEADER_BYTES
     while not kind:
-        end = stdout.find(b"\n", pos)
+        end = stdout.find(b"\n", pos, header_end)
         if end < 0:
+            if len(stdout) >= header_end:
+                too_long = f"the poll header is over {MAX_HEADER_BYTES >> 10} KiB"
+                raise BadPollOutput(f"{too_long} (exit {exit_status})")
             raise BadPollOutput(f"the poll output ends early (exit {exit_status}): {pueue_error(stderr)}")
         word, *rest = stdout[pos:end].decode("utf-8", "replace").split(" ")
         pos = end + 1
         if word in ("unchanged", "changed", "state", "status", "handoff"):
             kind = word
         fields[word] = rest
+    if kind == "handoff" and not local:
+        raise BadPollOutput("the host answered a local-file handoff over SSH (only the local transport may)")
     encoding = fields[kind][0] if fields[kind] and kind != "handoff" else "none"
     file_fields = fields.get("file", [])
     state_file, fingerprint, size = None, "", None
@@ -434,22 +460,38 @@ def read_output(stdout: bytes | bytearray, stderr: bytes | bytearray, exit_statu
     )
 
 
-def read_local_state(path: str) -> bytes | memoryview:
+def read_local_state(path: str, limit: int | None = None) -> bytes | bytearray | memoryview:
     """The state file itself, on this machine (the ``handoff`` answer of the local transport).
 
     A plain file is mapped rather than read: the parser works on the page cache directly, without a 76 MB
     copy. pueue replaces the file by rename, so the mapped inode never changes under us. The pages are not
     populated up front: the parser touches them a few MB at a time and hands them back as it goes
-    (watcher/pueue/parse.py ``_decode_mapped``), so that the whole file is never resident at once."""
+    (watcher/pueue/parse.py ``_decode_mapped``), so that the whole file is never resident at once.
+
+    Only a regular file is read, never through a symbolic link (O_NOFOLLOW), and the open itself cannot block
+    (O_NONBLOCK: a FIFO would otherwise hold a worker thread until a writer comes). A ``.gz`` file
+    decompresses to at most ``limit`` bytes (default MAX_ANSWER_BYTES), as a remote payload does."""
+    limit = base.MAX_ANSWER_BYTES if limit is None else limit
     try:
-        with open(path, "rb") as handle:
-            if path.endswith(".gz"):
-                return zlib.decompress(handle.read(), wbits=31)
-            if os.fstat(handle.fileno()).st_size == 0:
-                return b""
-            return memoryview(mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
-    except (OSError, zlib.error) as exc:
-        raise BadPollOutput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise BadPollOutput(f"cannot read {path}: {why}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadPollOutput(f"cannot read {path}: not a regular file")
+        if info.st_size == 0:
+            return b""
+        mapped = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    except OSError as exc:
+        raise BadPollOutput(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)  # a mapping keeps its own reference to the file
+    if path.endswith(".gz"):
+        with mapped, memoryview(mapped) as view:
+            return _decompress(view, "gzip", limit)
+    return memoryview(mapped)
 
 
 def release(payload: bytes | bytearray | memoryview) -> None:
@@ -462,7 +504,8 @@ def release(payload: bytes | bytearray | memoryview) -> None:
 
 
 def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
-    match = _RC.search(stderr)
+    # The script's own line is the last of stderr: look for it at the end only.
+    match = _RC.search(stderr, max(len(stderr) - _RC_TAIL, 0))
     rc = int(match.group(1)) if match else None
     message = stderr[: match.start()] if match else stderr
     if not pueue_found or rc == 127:
@@ -512,11 +555,16 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CHAIN_NUMBER = re.compile(r"^\d+:\s*")
 
 
+# pueue's cause chains are a few hundred bytes; only this much of a message is looked at, however long it is.
+ERROR_BYTES = 8 << 10
+
+
 def pueue_error(data: bytes | bytearray, limit: int = 300) -> str:
     """Pueue's error as one line. pueue prints an anyhow (v3) or color-eyre (v4, coloured) cause chain:
-    ``Error: A`` / ``Caused by:`` / ``0: B`` / ``1: C`` … then, in v4, ``Location:`` and backtrace hints."""
+    ``Error: A`` / ``Caused by:`` / ``0: B`` / ``1: C`` … then, in v4, ``Location:`` and backtrace hints.
+    Only the first ERROR_BYTES are read: the rest of a flood is never decoded or split."""
     parts = []
-    for raw in _ANSI.sub("", data.decode("utf-8", "replace")).splitlines():
+    for raw in _ANSI.sub("", data[:ERROR_BYTES].decode("utf-8", "replace")).splitlines():
         line = " ".join(raw.split())
         if line.startswith(("Location:", "Backtrace omitted", "Run with RUST_BACKTRACE")):
             break

@@ -73,6 +73,7 @@ from watcher.poll.remote import (
     BULK_MATCHED,
     BULK_UNAVAILABLE,
     CLEAN_DEFERRED,
+    REPLY_BYTES,
     clean_argv,
     command_error,
     fitting_arguments,
@@ -237,7 +238,7 @@ class Hygiene:
                 raise PueueUnavailable(
                     f"pueue clean failed (exit {answer.exit_status}): {pueue_error(answer.stderr)}"
                 )
-            if CLEAN_DEFERRED not in answer.stdout:
+            if CLEAN_DEFERRED not in answer.stdout[:REPLY_BYTES]:
                 return True
         # Nothing was removed: the cooldown does not start, so the next cycle may clean.
         if previous is None:
@@ -265,12 +266,13 @@ class Hygiene:
             if answer.exit_status != 0:
                 error = command_error(answer.stdout, answer.stderr)
                 raise PueueUnavailable(f"pueue remove failed (exit {answer.exit_status}): {error}")
-            if BULK_UNAVAILABLE in answer.stdout and start == 0:
+            said = answer.stdout[:REPLY_BYTES]  # the script's own lines come first: never scan a flood
+            if BULK_UNAVAILABLE in said and start == 0:
                 log.info("state.bulk_unavailable", host=host.name,
-                         why=answer.stdout.decode(errors="replace").strip()[-200:])  # fmt: skip
+                         why=said.decode(errors="replace").strip()[-200:])  # fmt: skip
                 self._no_bulk.add(host.name)
                 return False
-            matched = BULK_MATCHED.search(answer.stdout)
+            matched = BULK_MATCHED.search(said)
             gone = int(matched.group(1)) if matched else 0
             removed += gone
             left = max(left - gone, 1)

@@ -49,6 +49,9 @@ from watcher.transport.base import CHUNK, MAX_ANSWER_BYTES
 MAX_PREAMBLE_BYTES = 64 << 10
 MAX_PROBE_BYTES = 16 << 10
 MAX_HEADER_BYTES = 8 << 10
+# How much of a hygiene command's stdout is looked at: the script's own lines (CLEAN_DEFERRED, BULK_*) come
+# first, behind a login banner at most.
+REPLY_BYTES = 64 << 10
 
 MARKER = b"pueue-watcher-poll 1\n"
 

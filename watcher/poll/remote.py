@@ -510,7 +510,7 @@ def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
     # The script's own line is the last of stderr: look for it at the end only.
     match = _RC.search(stderr, max(len(stderr) - _RC_TAIL, 0))
     rc = int(match.group(1)) if match else None
-    message = stderr[: match.start()] if match else stderr
+    message = stderr[: min(match.start() if match else len(stderr), ERROR_BYTES)]  # all pueue_error reads
     if not pueue_found or rc == 127:
         raise PueueUnavailable("the pueue client was not found on the host")
     if rc != 0:
@@ -565,14 +565,19 @@ ERROR_BYTES = 8 << 10
 def pueue_error(data: bytes | bytearray, limit: int = 300) -> str:
     """Pueue's error as one line. pueue prints an anyhow (v3) or color-eyre (v4, coloured) cause chain:
     ``Error: A`` / ``Caused by:`` / ``0: B`` / ``1: C`` … then, in v4, ``Location:`` and backtrace hints.
-    Only the first ERROR_BYTES are read: the rest of a flood is never decoded or split."""
-    parts = []
+    Only the first ERROR_BYTES are read, and reading stops once the line is longer than ``limit``: the rest
+    of a flood is never decoded or split."""
+    parts: list[str] = []
+    size = -2  # the length of ": ".join(parts)
     for raw in _ANSI.sub("", data[:ERROR_BYTES].decode("utf-8", "replace")).splitlines():
         line = " ".join(raw.split())
         if line.startswith(("Location:", "Backtrace omitted", "Run with RUST_BACKTRACE")):
             break
         line = _CHAIN_NUMBER.sub("", line.removeprefix("Error:").strip())
         if line and line != "Caused by:":
-            parts.append(line.rstrip(":").removesuffix("."))
-    text = "".join(ch for ch in ": ".join(parts) if ch.isprintable())
+            parts.append("".join(ch for ch in line.rstrip(":").removesuffix(".") if ch.isprintable()))
+            size += len(parts[-1]) + 2
+            if size > limit:
+                break
+    text = ": ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,7 +184,9 @@ class HostPoller:
 
     async def _ask(self, known: str) -> RemoteState | None:
         self._requests += 1
-        token = str(self._requests)
+        # Random per request: an answer left from an earlier (timed-out) request, or text on the host that is
+        # not the script's, cannot pass for the end of this one.
+        token = secrets.token_hex(8)
         request = session_request(self.host, known, token)
         if request is None:
             return None

@@ -298,3 +298,30 @@ def test_a_completed_bulk_is_followed_by_the_regular_plan_of_the_rest() -> None:
     assert completed_bulk(bulk) and completed_bulk(replace(bulk, partial=True, note="pueue kept 1 task(s)"))
     assert not completed_bulk(plan) and not completed_bulk(replace(bulk, deferred=True))
     assert not completed_bulk(replace(bulk, partial=True, note="the budget ran out (…)"))
+
+
+class _Flood(bytearray):
+    """A reply that must never be scanned or decoded whole, only through a slice (a plain bytearray)."""
+
+    def __contains__(self, _: object) -> bool:
+        raise AssertionError("the whole reply was scanned")
+
+    def decode(self, *_: object, **__: object) -> str:
+        raise AssertionError("the whole reply was decoded")
+
+
+async def test_hygiene_reads_only_the_head_of_a_flooded_reply() -> None:
+    """A bulk chunk's reply that carries 64 MiB after the script's own line is read from its head only."""
+    from tests.harness.fake_transport import FakeTransport
+    from watcher.config import HostConfig, HygieneSection
+    from watcher.hygiene import Hygiene
+    from watcher.transport.base import CommandResult
+
+    host = HostConfig(name="h")
+    matched = _Flood(b"pueue-watcher-bulk-matched 1\n" + b"\xff\n" * (32 << 20))
+    unavailable = _Flood(b"pueue-watcher-bulk-unavailable state file state.json.gz\n" + b"x" * (64 << 20))
+    hygiene = Hygiene(HygieneSection())
+    candidate = ["1=2025-01-01T00:00:00"]
+    assert await hygiene._bulk(host, FakeTransport([CommandResult(0, matched, b"")]), 5, candidate, 1)
+    assert not await hygiene._bulk(host, FakeTransport([CommandResult(0, unavailable, b"")]), 5, candidate, 1)
+    assert hygiene._no_bulk == {"h"}

@@ -23,6 +23,7 @@ class LocalTransport:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                env=child_env(),
             )
         except OSError as exc:
             raise HostUnreachable(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
@@ -51,3 +52,17 @@ class LocalTransport:
 
     async def close(self) -> None:
         return None
+
+
+# What a local child keeps of the watcher's environment: what pueue and the poll script need to find the
+# daemon (HOME, the XDG directories, PUEUE_CONFIG_PATH), the locale and the time zone. Nothing else, above
+# all not PUEUE_WATCHER__* (the watcher's own secrets: ClickHouse passwords, webhook URLs).
+_CHILD_ENV = frozenset(
+    ("HOME", "PATH", "USER", "LOGNAME", "LANG", "TZ", "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
+     "PUEUE_CONFIG_PATH")
+)  # fmt: skip
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a local child, from the watcher's current one."""
+    return {k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith("LC_")}

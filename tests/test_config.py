@@ -158,3 +158,15 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "file not found" in proc.stderr
+
+
+@pytest.mark.parametrize("secret", ["", "   "])
+def test_a_webhook_with_an_empty_secret_is_refused(secret: str) -> None:
+    """An empty HMAC secret is a signature anyone can forge: the configuration names it as an error."""
+    sink = {"name": "ops", "kind": "webhook", "url": "https://hooks.example/x", "secret": secret}
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"hosts": [{"name": "a"}], "alerts": [sink]}, "c.toml")
+    (problem,) = info.value.problems
+    assert problem.startswith("alerts[0]")
+    assert "secret" in problem and "is empty" in problem
+    assert "\n" not in problem

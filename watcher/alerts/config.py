@@ -62,6 +62,14 @@ class WebhookConfig(_SinkConfig):
         _http_url(value.get_secret_value())
         return value
 
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty key signs every request with an HMAC that anyone can compute: leave `secret` out instead.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty; remove it to send unsigned requests, or set a real secret")
+        return value
+
 
 class SlackConfig(_SinkConfig):
     kind: Literal["slack"] = "slack"

@@ -92,6 +92,14 @@ def test_unit_timeouts_cover_grace_period() -> None:
         assert float(settings["WatchdogSec"]) > 0, unit.name
 
 
+def test_units_bound_memory_and_tasks() -> None:
+    """Both units cap the daemon's memory and tasks, so a runaway is killed and restarted alone."""
+    for unit in (SYSTEM_UNIT, USER_UNIT):
+        settings = dict(re.findall(r"(?m)^(\w+)=(.*)$", unit.read_text()))
+        assert re.fullmatch(r"\d+[MG]", settings["MemoryMax"]), unit.name
+        assert 64 <= int(settings["TasksMax"]) <= 4096, unit.name
+
+
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Path]]:
     path = tmp_path / "notify.sock"

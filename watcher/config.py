@@ -181,6 +181,11 @@ class HostConfig(_Section):
         return self.address or self.name
 
     @property
+    def host_key_unchecked(self) -> bool:
+        """``known_hosts = "none"``: this host's key is not verified (any man in the middle is accepted)."""
+        return self.transport == "ssh" and (self.known_hosts or "").lower() == "none"
+
+    @property
     def remote_compression(self) -> str:
         """What the remote script compresses with ("ssh" compresses in the transport instead)."""
         chosen = self.compression or ("none" if self.transport == "local" else "zstd")

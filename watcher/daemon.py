@@ -132,6 +132,9 @@ class Daemon:
         delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")
         summary = asyncio.create_task(self._summaries(stop), name="summary")
         log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
+        for w in self.watches:
+            if w.host.host_key_unchecked:
+                log.warning("host.key_unchecked", host=w.host.name, reason='known_hosts = "none"')
         # systemd (Type=notify, WatchdogSec=): ready once the first cycles are scheduled. (sdnotify)
         notify("READY=1")
         watchdog = asyncio.create_task(self._watchdog(stop), name="watchdog")

@@ -19,12 +19,14 @@ from watcher.hygiene import (
     settled,
     targets,
     vanished_successes,
+    with_vanished,
 )
 from watcher.phases.tracker import GroupTrack, OpenPhase, _member, key_of, step
 from watcher.poll.poller import PollResult
 from watcher.poll.remote import ARGUMENTS_BUDGET, clean_argv, remove_argv
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.schedule import next_interval
+from watcher.store import CleanRecord
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SETTINGS = WatcherSection(poll_interval=300, fast_interval=5)
@@ -325,3 +327,14 @@ async def test_hygiene_reads_only_the_head_of_a_flooded_reply() -> None:
     assert await hygiene._bulk(host, FakeTransport([CommandResult(0, matched, b"")]), 5, candidate, 1)
     assert not await hygiene._bulk(host, FakeTransport([CommandResult(0, unavailable, b"")]), 5, candidate, 1)
     assert hygiene._no_bulk == {"h"}
+
+
+def test_the_record_names_the_successes_a_whole_host_clean_took_unplanned() -> None:
+    """A task that succeeded in the moment before pueued took the clean went with it: the record says so."""
+    record = CleanRecord(host="h", at=datetime(2026, 1, 1, tzinfo=UTC), groups=["a"], mode="successful",
+                         dry_run=False, bytes_before=10, bytes_after=2, removed={"a": {"success": 3}},
+                         failed_labels={}, scope="host")  # fmt: skip
+    merged = with_vanished(record, {"a": 1, "*bold*": 1})
+    assert merged.groups == ["*bold*", "a"]
+    assert merged.removed == {"a": {"success": 4}, "*bold*": {"success": 1}}
+    assert with_vanished(record, {}) is record

@@ -437,3 +437,15 @@ def _open(snapshot: Snapshot, group: str, track: GroupTrack | None) -> bool:
     finished in it survives a clean in the tracker."""
     tasks = snapshot.group_tasks(group)
     return track is not None and track.phase is not None and any(t.state in UNFINISHED_KEYS for t in tasks)
+
+
+def with_vanished(record: CleanRecord, vanished: Mapping[str, int]) -> CleanRecord:
+    """The record of a whole-host clean, with the successes it removed that its plan did not name."""
+    if not vanished:
+        return record
+    removed = {g: dict(counts) for g, counts in record.removed.items()}
+    for group, n in vanished.items():
+        removed.setdefault(group, {})
+        removed[group]["success"] = removed[group].get("success", 0) + n
+    groups = sorted(set(record.groups) | set(vanished))
+    return msgspec.structs.replace(record, groups=groups, removed=removed)

@@ -32,7 +32,15 @@ from watcher.events import (
     state_cleaned,
 )
 from watcher.gates import apply, decide, pending_gates
-from watcher.hygiene import Hygiene, candidates, completed_bulk, settled, targets, vanished_successes
+from watcher.hygiene import (
+    Hygiene,
+    candidates,
+    completed_bulk,
+    settled,
+    targets,
+    vanished_successes,
+    with_vanished,
+)
 from watcher.metrics import MetricsState
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
@@ -65,6 +73,9 @@ class _Clean:
     task: asyncio.Task[bool]  # Hygiene.clean: True ran, False deferred
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None  # monotonic, when the command returned (or failed)
+    # Tasks it removed that the plan did not name: seen unfinished, they succeeded in the moment before
+    # pueued took the clean (hygiene.vanished_successes); per group, for the record.
+    vanished: dict[str, int] = field(default_factory=dict)
 
 
 class HostWatch:
@@ -423,6 +434,8 @@ class HostWatch:
                 return
         tracks = await self._tracks_loaded()
         self._vanished = vanished_successes(clean.plan, tracks, result.snapshot, clean.sent_at)
+        for group, tasks in self._vanished.items():
+            clean.vanished[group] = clean.vanished.get(group, 0) + len(tasks)
         if self._vanished:
             log.info("state.clean_vanished_successes", host=self.host.name,
                      tasks={g: len(ts) for g, ts in self._vanished.items()})  # fmt: skip
@@ -448,7 +461,7 @@ class HostWatch:
             return
         stopped = task.cancelled()
         done = settled(plan, clean.targets, result, seconds=seconds, expired=expired, stopped=stopped)
-        await self._record_cleaned(done, outcome)
+        await self._record_cleaned(with_vanished(done, clean.vanished), outcome)
         self._follow_up = completed_bulk(done)
 
     async def _record_cleaned(self, done: CleanRecord, outcome: CycleOutcome | None) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,72 @@ async def test_a_clean_is_deferred_when_the_state_changed_since_its_plan(
             assert set(sim.state()["tasks"]) == {str(later)}
         finally:
             await poller.close()
+
+
+@pytest.fixture
+def ssh_agent(tmp_path: Path) -> Iterator[Path]:
+    """A real ssh-agent holding the client key, on a socket of its own."""
+    import subprocess
+    import time
+
+    from tests.harness.services import require_binary
+
+    agent = require_binary("ssh-agent")
+    socket_path = tmp_path / "agent.sock"
+    proc = subprocess.Popen([agent, "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if socket_path.exists():
+                break
+            time.sleep(0.025)
+        yield socket_path
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+async def test_ssh_config_forwards_neither_the_agent_nor_the_environment(
+    tmp_path: Path, sshd_factory: SSHFactory, ssh_agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ForwardAgent, ForwardX11, SendEnv and SetEnv in ~/.ssh/config, a session gets none of them."""
+    import asyncssh
+
+    server = SSHServer(
+        sshd_factory.root / "accepting",
+        sshd_factory.keys,
+        {},
+        extra_config=("AcceptEnv *", "AllowAgentForwarding yes", "X11Forwarding yes"),
+    ).start()
+    sshd_factory.servers.append(server)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ForwardX11Trusted yes\n"
+        "  SendEnv WATCHER_TEST_*\n  SetEnv WATCHER_TEST_SET=from-config\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(ssh_agent))
+    monkeypatch.setenv("WATCHER_TEST_SECRET", "hunter2")
+    monkeypatch.setenv("DISPLAY", ":99")
+    entry = ssh_entry("h", server, None)
+    # The control: plain asyncssh on the same config forwards the agent and passes the variables.
+    async with asyncssh.connect(
+        "127.0.0.1",
+        port=server.port,
+        username=server.user,
+        client_keys=[entry["identity_file"]],
+        known_hosts=entry["known_hosts"],
+    ) as conn:
+        control = (await conn.run("env", check=True)).stdout
+    assert "SSH_AUTH_SOCK=" in str(control)
+    assert "WATCHER_TEST_SECRET=hunter2" in str(control)
+    transport = transport_for(entry)
+    try:
+        result = await transport.run(["env"], timeout=10)
+    finally:
+        await transport.close()
+    assert result.exit_status == 0
+    session = bytes(result.stdout).decode()
+    assert "HOME=" in session  # the session's environment was read
+    for forbidden in ("SSH_AUTH_SOCK=", "WATCHER_TEST_", "DISPLAY="):
+        assert forbidden not in session

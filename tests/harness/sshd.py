@@ -53,6 +53,8 @@ class SSHServer:
     # network namespace, listening on that namespace's address).
     listen: str = "127.0.0.1"
     wrapper: tuple[str, ...] = ()
+    # More sshd_config lines (``AcceptEnv *`` lets a test see what a client would pass).
+    extra_config: tuple[str, ...] = ()
     host_key: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -110,6 +112,7 @@ class SSHServer:
                     "MaxSessions 50",
                     f"LogLevel {self.log_level}",
                     f"SetEnv {setenv}" if setenv else "",
+                    *self.extra_config,
                     "",
                 ]
             )

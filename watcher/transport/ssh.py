@@ -3,7 +3,9 @@
 One connection per host is opened on first use and reused by every poll; a poll that finds it dropped opens
 it again once. Host keys are verified against ``known_hosts`` (asyncssh's default, ``~/.ssh/known_hosts``,
 when none is configured); only the explicit value ``"none"`` turns verification off (a ``~/.ssh/config`` that
-would turn it off is refused). ``~/.ssh/config`` is otherwise honoured by asyncssh, ProxyJump included.
+would turn it off is refused). ``~/.ssh/config`` is otherwise honoured by asyncssh, ProxyJump included, except
+what would hand a host something of the operator's: agent forwarding, X11 forwarding, SendEnv/SetEnv and a
+pty are always off. SHA-1 algorithms are offered only to a host whose ``~/.ssh/config`` entry names them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class SSHTransport:
         self._lock = asyncio.Lock()
         # Tunnels live on one connection: (connection, target) → the local listener.
         self._forwards: dict[tuple[str, int], tuple[asyncssh.SSHClientConnection, asyncssh.SSHListener]] = {}
+        self._forward_lock = asyncio.Lock()
         # The long-lived session of `ask`, and the connection it runs on.
         self._session: tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientProcess[bytes]] | None = None
         self._session_lock = asyncio.Lock()
@@ -110,18 +113,23 @@ class SSHTransport:
 
     async def forward(self, host: str, port: int, *, timeout: float) -> tuple[str, int]:
         """A local port forwarded to ``host:port`` through this host (``ssh -L``), kept for later calls and
-        opened again when the connection was replaced."""
+        opened again when the connection was replaced. Callers ask before each use (the port of a former
+        connection is closed here, and another local process could bind it next)."""
         conn = await self._connection(timeout)
-        known = self._forwards.get((host, port))
-        if known is not None and known[0] is conn:
-            return "127.0.0.1", known[1].get_port()
-        try:
-            listener = await conn.forward_local_port("127.0.0.1", 0, host, port)
-        except (asyncssh.Error, OSError) as exc:
-            reason = _reason(exc)
-            raise HostUnreachable(f"{self.where}: cannot open a tunnel to {host}:{port}: {reason}") from exc
-        self._forwards[(host, port)] = (conn, listener)
-        return "127.0.0.1", listener.get_port()
+        async with self._forward_lock:  # concurrent queries after a reconnect open one listener, not several
+            known = self._forwards.get((host, port))
+            if known is not None and known[0] is conn:
+                return "127.0.0.1", known[1].get_port()
+            if known is not None:
+                del self._forwards[(host, port)]
+                known[1].close()
+            try:
+                listener = await conn.forward_local_port("127.0.0.1", 0, host, port)
+            except (asyncssh.Error, OSError) as exc:
+                reason = f"cannot open a tunnel to {host}:{port}: {_reason(exc)}"
+                raise HostUnreachable(f"{self.where}: {reason}") from exc
+            self._forwards[(host, port)] = (conn, listener)
+            return "127.0.0.1", listener.get_port()
 
     async def close(self) -> None:
         for _, listener in self._forwards.values():
@@ -160,8 +168,7 @@ class SSHTransport:
             self._conn = None
             try:
                 async with asyncio.timeout(min(timeout, self._connect_timeout)):
-                    options = self._options()
-                    await self._refuse_unverified(options)
+                    options = await self._connect_options()
                     self._conn = await asyncssh.connect(self._host.destination, **options)
             except HostError:
                 raise
@@ -169,17 +176,22 @@ class SSHTransport:
                 raise _translate(exc, self.where) from exc
             return self._conn
 
-    async def _refuse_unverified(self, options: dict[str, Any]) -> None:
-        """Only this host's explicit ``known_hosts = "none"`` may turn host key verification off. asyncssh
-        also turns it off for ``UserKnownHostsFile none`` in ~/.ssh/config (where OpenSSH still refuses an
-        unknown key), and would then accept any key, a man in the middle's included."""
-        if self._host.known_hosts is not None:
-            return
+    async def _connect_options(self) -> dict[str, Any]:
+        """The options of ``asyncssh.connect``: ours, checked against what ~/.ssh/config resolves to."""
+        options = self._options()
         # config=(): read ~/.ssh/config as connect() does (the constructor's own default reads none).
         resolved = await asyncssh.SSHClientConnectionOptions.construct(
             config=(), host=self._host.destination, **options
         )
-        if resolved.known_hosts is None:
+        self._refuse_unverified(resolved)
+        options.update(_modern_algorithms(resolved.config))
+        return options
+
+    def _refuse_unverified(self, resolved: Any) -> None:
+        """Only this host's explicit ``known_hosts = "none"`` may turn host key verification off. asyncssh
+        also turns it off for ``UserKnownHostsFile none`` in ~/.ssh/config (where OpenSSH still refuses an
+        unknown key), and would then accept any key, a man in the middle's included."""
+        if self._host.known_hosts is None and resolved.known_hosts is None:
             raise HostKeyRejected(
                 f"{self.where}: host key verification failed: ~/.ssh/config turns it off "
                 "(UserKnownHostsFile none); set known_hosts"
@@ -192,6 +204,15 @@ class SSHTransport:
             "login_timeout": self._connect_timeout,
             "keepalive_interval": self._keepalive,
             "keepalive_count_max": 3,
+            # A watched host is not trusted, whatever ~/.ssh/config says (asyncssh follows its ForwardAgent,
+            # ForwardX11Trusted, SendEnv, SetEnv and RequestTTY): a forwarded agent would let that host log
+            # into every other host as the operator, and the watcher's environment holds its secrets. The
+            # agent may still sign this host's own login: a signature is bound to this one session.
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "send_env": None,
+            "env": None,
+            "request_pty": False,  # a pty would also turn the binary payload's \n into \r\n
         }
         if host.compression == "ssh":
             # Compression by the SSH layer (zlib, after login) instead of on the host.
@@ -217,6 +238,23 @@ class SSHTransport:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await conn.wait_closed()
+
+
+# What asyncssh would otherwise offer: SHA-1 key exchange, RSA signatures with SHA-1 (`ssh-rsa`, for the host
+# key and for this client's own login) and hmac-sha1. asyncssh's "-" prefix removes the matches from its
+# default list. A ~/.ssh/config that names its own list for a host (an old server that needs one of them)
+# keeps its choice, as OpenSSH would: that is the operator's decision for that host.
+_WITHOUT_SHA1 = {
+    "KexAlgorithms": ("kex_algs", "-*-sha1"),
+    "MACs": ("mac_algs", "-hmac-sha1*"),
+    "HostKeyAlgorithms": ("server_host_key_algs", "-ssh-rsa,ssh-rsa-cert-v01@openssh.com"),
+    "CASignatureAlgorithms": ("signature_algs", "-ssh-rsa"),
+}
+
+
+def _modern_algorithms(config: Any) -> dict[str, str]:
+    """The algorithm options for a host, unless its ~/.ssh/config entry chooses them itself."""
+    return {option: value for key, (option, value) in _WITHOUT_SHA1.items() if not config.get(key)}
 
 
 async def _read_until(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -502,23 +504,41 @@ async def test_max_execution_time_stops_a_long_query(server: ClickHouseServer) -
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("user", ["reader", "settable_reader"])
-async def test_read_only_profiles_still_refuse_writes(server: ClickHouseServer, user: str) -> None:
+@pytest.mark.parametrize(("user", "max_threads"), [("reader", None), ("settable_reader", "2")])
+async def test_read_only_profiles_still_refuse_writes(
+    server: ClickHouseServer, user: str, max_threads: str | None
+) -> None:
     """Users whose profile is readonly=1 or readonly=2 run checks, and writes stay refused."""
     client = connect(server.port, user=user)
     try:
         assert (await client.query("SELECT count() FROM bars")).rows == [(11,)]
         with pytest.raises(CheckQueryError, match=r"Code: 164\. Cannot drop table in readonly mode"):
             await client.query("DROP TABLE bars")
+        sent = await client.query("SELECT value FROM system.settings WHERE name = 'max_threads'")
     finally:
         await client.close()
+    if max_threads is not None:  # readonly=2 lets the client send its limits (readonly=1: the profile's)
+        assert sent.rows == [(max_threads,)]
+
+
+async def test_a_refused_query_leaves_readonly_in_force(
+    server: ClickHouseServer, real: ClickHouseClient
+) -> None:
+    """After the server refuses a query's own SETTINGS, the next queries still run with readonly = 1."""
+    with pytest.raises(CheckQueryError, match=r"Code: 164\."):
+        await real.query("SELECT count() FROM bars SETTINGS max_threads = 8")
+    answer = await real.query("SELECT value FROM system.settings WHERE name = 'readonly'")
+    assert answer.rows == [("1",)]
+    with pytest.raises(CheckQueryError, match=r"Code: 164\. Cannot execute query in readonly mode"):
+        await real.query("ALTER TABLE bars DELETE WHERE 1")
+    assert server.execute("SELECT count() FROM bars").strip() == "11"
 
 
 class _ReadOnlyProfileDriver:
-    """A driver client for a current server and a read-only profile: it refuses settings it may not change."""
+    """A driver client for a current server: it refuses what a read-only session may not change."""
 
     def __init__(self, readonly: int, calls: list[dict[str, Any]]) -> None:
-        self.readonly = readonly
+        self.readonly = readonly  # the user's profile
         self.calls = calls
         self.connection = self
         self.connected = True
@@ -527,9 +547,17 @@ class _ReadOnlyProfileDriver:
     def get_timezone(self) -> str:
         return "UTC"
 
-    def execute(self, text: str, with_column_types: bool, settings: dict[str, Any]) -> Any:
-        self.calls.append(dict(settings))
-        refused = [name for name in settings if name == "readonly" or self.readonly == 1]
+    def execute(
+        self, text: str, with_column_types: bool = False, settings: dict[str, Any] | None = None
+    ) -> Any:
+        settings = dict(settings or {})
+        self.calls.append(settings)
+        if "system.settings" in text and not with_column_types:  # the client's look at its profile
+            return [(str(self.readonly),)]
+        refused = [name for name in settings if self.readonly == 1 or (self.readonly and name == "readonly")]
+        in_force = settings.get("readonly", self.readonly)
+        if in_force and "SETTINGS max_threads" in text:  # the query's own clause, under readonly
+            refused.append("max_threads")
         if refused:
             message = f"DB::Exception: Cannot modify '{refused[0]}' setting in readonly mode. (READONLY)"
             raise ch.driver_errors.ServerException(message, 164)
@@ -544,19 +572,102 @@ class _ReadOnlyProfileDriver:
     [(2, {"max_execution_time": 7, "max_threads": 2}), (1, {})],
     ids=["readonly-2", "readonly-1"],
 )
-async def test_settings_a_read_only_profile_refuses_are_dropped(
+async def test_settings_a_read_only_profile_refuses_are_never_sent(
     monkeypatch: pytest.MonkeyPatch, readonly: int, kept: dict[str, int]
 ) -> None:
-    """Current servers refuse readonly (readonly=2) or every setting (readonly=1): the client drops them."""
+    """The profile is read once: readonly=2 gets the limits without readonly, readonly=1 gets no setting."""
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(ch, "Client", lambda **_connection: _ReadOnlyProfileDriver(readonly, calls))
     client = connect(9000)
     with capture_logs() as logs:
         assert (await client.query("SELECT 1", {})).rows == [(1,)]
         assert (await client.query("SELECT 1", {})).rows == [(1,)]
-    assert calls[-2:] == [kept, kept]
-    assert [e["event"] for e in logs] == ["clickhouse.settings_refused"]
+    assert calls == [{}, kept, kept]
+    assert [e["event"] for e in logs] == ["clickhouse.readonly_profile"]
     assert client.retries == 0
+
+
+async def test_a_refused_setting_never_turns_readonly_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query's SETTINGS refused under readonly=1 (error 164) fails alone; later queries keep readonly."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ch, "Client", lambda **_connection: _ReadOnlyProfileDriver(0, calls))
+    client = connect(9000)
+    with pytest.raises(CheckQueryError, match=r"Code: 164\. Cannot modify 'max_threads' setting"):
+        await client.query("SELECT count() FROM bars SETTINGS max_threads = 8")
+    with pytest.raises(CheckQueryError, match=r"Code: 164\. Cannot modify 'max_threads' setting"):
+        await client.query("SELECT count() FROM bars SETTINGS max_threads = 8")
+    assert (await client.query("ALTER TABLE bars DELETE WHERE 1")).rows == [(1,)]
+    limits = {"max_execution_time": 7, "max_threads": 2, "readonly": 1}
+    assert calls == [{}, limits, limits, limits]
+
+
+def test_on_current_clickhouse_a_query_cannot_turn_readonly_off(tmp_path: Path) -> None:
+    """On chdb, a check's SETTINGS refused under readonly fails alone, and a later ALTER is still refused."""
+    try:
+        import chdb  # noqa: F401
+    except ImportError:
+        _chdb_session(tmp_path)  # skips, or fails under CI, as the other chdb tests do
+    settings = "SELECT count() FROM bars SETTINGS max_threads = 8"
+    alter = "ALTER TABLE bars DELETE WHERE 1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.harness.chdb_driver", str(tmp_path / "db"), settings, alter],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answers = json.loads(proc.stdout.splitlines()[-1])
+    assert "Cannot modify 'max_threads' setting in readonly mode" in answers[settings]
+    assert "Cannot execute query in readonly mode" in answers[alter]
+    assert answers["count"] == 1
+
+
+class _AddressedDriver(_ReadOnlyProfileDriver):
+    """A driver client that records where it connected and whether it was closed."""
+
+    def __init__(self, where: tuple[str, int], log: list[Any]) -> None:
+        super().__init__(0, [])
+        self.where = where
+        self.log = log
+        self.closed = False
+        log.append(self)
+
+    def disconnect(self) -> None:
+        self.closed = True
+
+
+async def test_the_tunnel_endpoint_is_asked_before_each_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client behind a tunnel connects where the tunnel is now; connections to a former port are closed."""
+    made: list[_AddressedDriver] = []
+    monkeypatch.setattr(ch, "Client", lambda **c: _AddressedDriver((c["host"], c["port"]), made))
+    ports = iter([40001, 40001, 40002])
+
+    async def endpoint() -> tuple[str, int]:
+        return "127.0.0.1", next(ports)
+
+    client = connect(9000, host="ch.internal", endpoint=endpoint)
+    await client.query("SELECT 1")
+    await client.query("SELECT 1")
+    await client.query("SELECT 1")  # the SSH connection was replaced: a new tunnel, a new port
+    assert [d.where for d in made] == [("127.0.0.1", 40001), ("127.0.0.1", 40002)]
+    assert made[0].closed and not made[1].closed
+    assert client.address == "ch.internal:9000"  # messages name the server, not the tunnel
+    await client.close()
+
+
+async def test_a_tunnel_that_cannot_be_opened_is_the_query_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the tunnel cannot be opened, the query fails with one temporary line and no connection."""
+    made: list[_AddressedDriver] = []
+    monkeypatch.setattr(ch, "Client", lambda **c: _AddressedDriver((c["host"], c["port"]), made))
+
+    async def endpoint() -> tuple[str, int]:
+        raise OSError("bigblack: connection refused")
+
+    client = connect(9000, host="ch.internal", endpoint=endpoint)
+    with pytest.raises(CheckQueryError, match=r"^ClickHouse ch.internal:9000: no tunnel: bigblack") as caught:
+        await client.query("SELECT 1")
+    assert caught.value.temporary
+    assert made == []
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -629,11 +740,11 @@ async def test_transient_error_is_retried_then_succeeds(
     attempts: list[str] = []
     run = real._run
 
-    def flaky(sql: str, params: Mapping[str, Any] | None) -> QueryResult:
+    def flaky(sql: str, params: Mapping[str, Any] | None, where: tuple[str, int]) -> QueryResult:
         attempts.append(sql)
         if len(attempts) == 1:
             raise ch.driver_errors.NetworkError("Connection reset by peer")
-        return run(sql, params)
+        return run(sql, params, where)
 
     monkeypatch.setattr(real, "_run", flaky)
     with capture_logs() as logs:

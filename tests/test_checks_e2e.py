@@ -347,3 +347,39 @@ def test_two_watchers_one_alertmanager_notification_then_resolved(
             assert [a for a in manager.alerts() if a["labels"]["alertname"] == "PueueCheckFailing"] == []
         finally:
             manager.stop()
+
+
+async def test_via_host_tunnel_is_opened_again_after_a_reconnect(
+    sshd_factory: SSHFactory, clickhouse: ClickHouseServer
+) -> None:
+    """After the host's SSH connection is replaced, queries use a new tunnel and the old port is shut."""
+    import socket
+
+    from watcher.checking import ClickHouseHandles
+    from watcher.config import settings_from_mapping
+    from watcher.transport.ssh import SSHTransport
+
+    seed(clickhouse, "reconnect", negatives=0)
+    server = sshd_factory.start()
+    tunnelled = {"port": clickhouse.port, "via_host": "bigblack", "database": "reconnect"}
+    settings = settings_from_mapping(
+        {"hosts": [ssh_entry("bigblack", server, None)], "clickhouse": [{"name": "main", **tunnelled}]}
+    )
+    transport = SSHTransport(settings.hosts[0], connect_timeout=10, keepalive=30)
+    handles = ClickHouseHandles(settings, {"bigblack": transport})
+    try:
+        client = await handles.get("main")
+        assert (await client.query("SELECT count() FROM bars")).rows == [(100,)]
+        before = await transport.forward("127.0.0.1", clickhouse.port, timeout=10)
+        server.drop_connections()  # a reboot of the host, as the watcher sees it
+        server.start()
+        await transport.run(["true"], timeout=10)  # the next poll reconnects
+        assert (await client.query("SELECT count() FROM bars")).rows == [(100,)]
+        after = await transport.forward("127.0.0.1", clickhouse.port, timeout=10)
+    finally:
+        await handles.close()
+        await transport.close()
+    assert client.retries == 0  # the new tunnel was used from the first try
+    if after != before:  # (the system may hand out the same port number again, rarely)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(before, timeout=5).close()

@@ -9,7 +9,7 @@ with a result is never run twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
@@ -64,12 +64,19 @@ class ClickHouseHandles:
     async def _open(self, config: ClickHouseConfig) -> ClickHouse:
         from checks.clickhouse.client import ClickHouseClient  # the only importer of clickhouse_driver
 
-        host, port = config.host, config.port
+        endpoint: Callable[[], Awaitable[tuple[str, int]]] | None = None
         if config.via_host is not None:
-            host, port = await self._transports[config.via_host].forward(host, port, timeout=self._timeout)
+            # Looked up before each query: the transport forwards again through its current connection (a
+            # port cached across an SSH reconnect would point at nothing, or at whoever binds it next).
+            transport, target = self._transports[config.via_host], (config.host, config.port)
+
+            async def endpoint() -> tuple[str, int]:
+                return await transport.forward(*target, timeout=self._timeout)
+
         return ClickHouseClient(
-            host=host,
-            port=port,
+            host=config.host,
+            port=config.port,
+            endpoint=endpoint,
             user=config.user,
             password=config.password.get_secret_value(),
             database=config.database,

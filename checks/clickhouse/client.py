@@ -2,9 +2,9 @@
 
 Every query runs with ``readonly=1`` (the server refuses INSERT, ALTER, DROP and SET, whatever the SQL says),
 ``max_execution_time`` and ``max_threads`` from the ``[[clickhouse]]`` entry; for a user whose profile is
-read-only already, with what that profile lets it change (see ``ClickHouseClient._execute``). Values reach
-the SQL only as ``%(name)s`` parameters, escaped by the driver's own rules (:func:`render`). The driver
-blocks, so each query runs in a worker thread, on a connection taken from a small pool.
+read-only already, with what that profile lets it change (decided once, ``ClickHouseClient._decide``).
+Values reach the SQL only as ``%(name)s`` parameters, escaped by the driver's own rules (:func:`render`).
+The driver blocks, so each query runs in a worker thread, on a connection taken from a small pool.
 
 Failures become :class:`CheckQueryError`, one line that names the server and never holds a traceback or the
 password. Transient network failures (refused, reset, timed out, closed mid-answer) are retried: at most
@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -49,9 +49,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,  # socket.timeout is an alias of it since Python 3.10
 )
 _MAX_IDLE = 4  # connections kept open between queries
-_READONLY = 164  # the server's error code for what a read-only session may not do
-_REFUSED_SETTING = re.compile(r"Cannot modify '(\w+)' setting in readonly mode")
 _MESSAGE_LIMIT = 300
+_CONNECT_FAILED = re.compile(r"(.*) \([^()\s]+:\d+\)", re.DOTALL)
 
 
 class CheckQueryError(Exception):
@@ -76,10 +75,15 @@ class ClickHouseClient:
         max_execution_time: float,
         max_threads: int,
         connect_timeout: float,
+        endpoint: Callable[[], Awaitable[tuple[str, int]]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.address = f"{host}:{port}"
+        self.address = f"{host}:{port}"  # what messages name: the server, not a tunnel's local port
+        # Where to connect, asked before each attempt: a tunnel's local port lives only as long as the SSH
+        # connection that forwards it. Kept from one reconnect to the next, it would send the queries, and the
+        # password (in clear in the native protocol), to whatever local process binds that port next.
+        self._endpoint = endpoint
         self.retries = 0  # retries made so far, for metrics
         self._password = password
         # The server stops a query after max_execution_time; the socket gives up a little later, in case the
@@ -103,7 +107,8 @@ class ClickHouseClient:
             "max_threads": max_threads,
             "readonly": 1,
         }
-        self._idle: list[Any] = []
+        self._decided = False  # whether _settings suit the user's profile yet (see _decide)
+        self._idle: list[tuple[tuple[str, int], Any]] = []  # (where it connects, the driver's client)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -119,7 +124,8 @@ class ClickHouseClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await asyncio.to_thread(self._run, sql, params)
+                    where = await self._where()
+                    return await asyncio.to_thread(self._run, sql, params, where)
         except CheckQueryError:
             raise
         except (driver_errors.Error, OSError, EOFError) as exc:
@@ -132,12 +138,20 @@ class ClickHouseClient:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for client in idle:
+        for _where, client in idle:
             client.disconnect()
 
-    def _run(self, sql: str, params: Mapping[str, Any] | None) -> QueryResult:
+    async def _where(self) -> tuple[str, int]:
+        if self._endpoint is None:
+            return self.host, self.port
+        try:
+            return await self._endpoint()
+        except Exception as exc:  # the tunnel's own error (HostUnreachable, …), already one line
+            raise CheckQueryError(f"ClickHouse {self.address}: no tunnel: {exc}", temporary=True) from None
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, where: tuple[str, int]) -> QueryResult:
         """One attempt, in a worker thread. A connection that failed is dropped, never reused."""
-        client = self._take()
+        client = self._take(where)
         try:
             connection = client.connection
             if not connection.connected:
@@ -147,47 +161,66 @@ class ClickHouseClient:
         except BaseException:
             client.disconnect()
             raise
-        self._give_back(client)
+        self._give_back(where, client)
         return QueryResult(columns=[name for name, _type in types], rows=rows)
 
     def _execute(self, client: Any, text: str) -> tuple[list[Any], list[tuple[str, str]]]:
-        """Run ``text`` with the limits, or with those the user's profile lets it send.
-
-        Current releases refuse, before running anything, a setting a read-only profile forbids: ``readonly``
-        itself for ``readonly = 2``, every setting for ``readonly = 1``. The server then enforces readonly on
-        its own, so the refused settings are dropped for this client and the query is sent again. (18.16
-        ignores them silently instead: its read-only users run with their profile's limits.)
-        """
-        while True:
+        """Run ``text`` with the limits the user's profile lets this client send (see _decide)."""
+        with self._lock:
+            decided = self._decided
+        if not decided:
+            self._decide(client)
+        with self._lock:
             settings = dict(self._settings)
-            try:
-                result: tuple[list[Any], list[tuple[str, str]]] = client.execute(
-                    text, with_column_types=True, settings=settings
-                )
-                return result
-            except driver_errors.ServerException as exc:
-                refused = _REFUSED_SETTING.search(str(exc.message)) if exc.code == _READONLY else None
-                if refused is None or not settings:
-                    raise
-                self._drop_settings(refused.group(1))
+        result: tuple[list[Any], list[tuple[str, str]]] = client.execute(
+            text, with_column_types=True, settings=settings
+        )
+        return result
 
-    def _drop_settings(self, refused: str) -> None:
+    def _decide(self, client: Any) -> None:
+        """Which settings to send, decided once, from the user's profile and never from a query's error.
+
+        The profile's own ``readonly`` is read by a query sent without settings. 0: every query carries
+        ``readonly = 1`` and the limits. Otherwise the server enforces readonly by itself, and current
+        releases refuse, before running anything, what such a profile may not change: ``readonly`` itself for
+        ``readonly = 2`` (the limits are still sent), every setting for ``readonly = 1`` (none is sent; the
+        profile's limits apply). 18.16 ignores them silently instead.
+
+        A refusal met later (error 164) is that query's error only, never a reason to send less: a check's
+        own ``SETTINGS max_threads = 8`` under ``readonly = 1`` is refused exactly so ("Cannot modify
+        'max_threads' setting in readonly mode"), and dropping readonly then would let every later query
+        write, an ALTER's included.
+        """
+        rows = client.execute("SELECT value FROM system.settings WHERE name = 'readonly'", settings={})
+        profile = int(rows[0][0]) if rows else 0
         with self._lock:
-            dropped = ["readonly"] if refused == "readonly" else list(self._settings)
-            for name in dropped:
-                self._settings.pop(name, None)
-        log.warning("clickhouse.settings_refused", server=self.address, refused=refused, dropped=dropped)
+            if profile == 1:
+                self._settings.clear()
+            elif profile == 2:
+                self._settings.pop("readonly", None)
+            self._decided = True
+            sent = sorted(self._settings)
+        if profile:
+            log.info("clickhouse.readonly_profile", server=self.address, readonly=profile, sent=sent)
 
-    def _take(self) -> Any:
+    def _take(self, where: tuple[str, int]) -> Any:
+        """An idle connection to ``where``; those to a former address (an old tunnel's port) are closed."""
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return Client(**self._connection)
+            stale = [client for at, client in self._idle if at != where]
+            fresh = [(at, client) for at, client in self._idle if at == where]
+            self._idle = fresh
+            found = self._idle.pop()[1] if self._idle else None
+        for client in stale:
+            client.disconnect()
+        if found is not None:
+            return found
+        host, port = where
+        return Client(**{**self._connection, "host": host, "port": port})
 
-    def _give_back(self, client: Any) -> None:
+    def _give_back(self, where: tuple[str, int], client: Any) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < _MAX_IDLE:
-                self._idle.append(client)
+                self._idle.append((where, client))
                 return
         client.disconnect()
 
@@ -209,9 +242,10 @@ class ClickHouseClient:
             message = f"ClickHouse {self.address}: Code: {exc.code}. {text}"
         elif isinstance(exc, driver_errors.NetworkError | driver_errors.SocketTimeoutError):
             text = str(exc.message or "network error")
-            suffix = f" ({self.address})"
-            if text.endswith(suffix):  # the driver's form of a failed connect: "Connection refused (h:p)"
-                message = f"cannot connect to ClickHouse at {self.address}: {text.removesuffix(suffix)}"
+            # The driver's form of a failed connect: "Connection refused (h:p)", h:p being where it connected.
+            refused = _CONNECT_FAILED.fullmatch(text)
+            if refused is not None:
+                message = f"cannot connect to ClickHouse at {self.address}: {refused.group(1)}"
             else:
                 message = f"ClickHouse {self.address}: connection lost: {text}"
         elif isinstance(exc, TimeoutError):

@@ -1,29 +1,34 @@
 """The HTTP endpoint: ``GET /metrics`` (Prometheus text, or OpenMetrics when asked) and ``GET /healthz``.
 
-It runs wsgiref in a thread of its own, one thread per request: a scrape never waits for the event loop,
-and a slow event loop (a large state file being parsed) never delays a scrape. The collector reads only
-the immutable view :class:`MetricsState` swaps in, so nothing is shared that could be seen half-written.
+It runs in a thread of its own (:mod:`watcher.metrics.httpd`: bounded threads, timeouts), and each request
+in a worker thread: a scrape never waits for the event loop, and a slow event loop (a large state file being
+parsed) never delays a scrape. The collector reads only the immutable view :class:`MetricsState` swaps in, so
+nothing is shared that could be seen half-written.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import socket
-import socketserver
 import threading
 from collections.abc import Iterable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from watcher.errors import WatcherError
 from watcher.metrics.collector import build_registry
+from watcher.metrics.httpd import BoundedWSGIServer
 from watcher.metrics.state import MetricsState
 
 #: Default of ``stale_after``: /healthz turns 503 when the daemon's loop has not reported for this long.
 STALE_AFTER = 600.0
+#: Seconds a client has to send its request head, and a worker to write each answer.
+REQUEST_TIMEOUT = 10.0
+#: Requests answered at the same time; one more gets an immediate 503. Prometheus sends one at a time.
+MAX_WORKERS = 8
+#: Connections whose request is still being read; one more closes the oldest.
+MAX_PENDING = 64
 
 
 class MetricsError(WatcherError):
@@ -40,28 +45,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     elif ":" in host:
         raise MetricsError(f"metrics.listen {listen!r}: write an IPv6 address in brackets, as [::1]:9925")
     return host, int(port_text)
-
-
-class _Handler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """No access log: Prometheus scrapes every few seconds."""
-
-
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a scrape in progress never holds the daemon's exit
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind asks the resolver for the address's FQDN, which can take seconds on a
-        # machine without DNS; the name only serves CGI variables that nobody reads here.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-        self.setup_environ()
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 def _app(state: MetricsState, registry: CollectorRegistry, stale_after: float) -> WSGIApplication:
@@ -90,12 +73,10 @@ def _app(state: MetricsState, registry: CollectorRegistry, stale_after: float) -
 class MetricsServer:
     """A running endpoint: ``host`` and ``port`` are where it listens (the actual port for ``:0``)."""
 
-    def __init__(self, httpd: _Server) -> None:
+    def __init__(self, httpd: BoundedWSGIServer) -> None:
         self._httpd = httpd
         self.host, self.port = str(httpd.server_address[0]), int(httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True
-        )
+        self._thread = threading.Thread(target=httpd.serve, name="metrics-http", daemon=True)
         self._thread.start()
 
     @property
@@ -105,9 +86,8 @@ class MetricsServer:
 
     def close(self) -> None:
         """Stop serving and release the port; returns within about 0.1 s."""
-        if self._thread.is_alive():
-            self._httpd.shutdown()
-            self._thread.join()
+        self._httpd.stop()
+        self._thread.join()
         self._httpd.server_close()
 
 
@@ -117,19 +97,24 @@ async def start_metrics_server(
     *,
     stale_after: float = STALE_AFTER,
     registry: CollectorRegistry | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_workers: int = MAX_WORKERS,
+    max_pending: int = MAX_PENDING,
 ) -> MetricsServer | None:
     """Serve ``state`` on ``listen`` ("host:port"; ``""`` disables the endpoint and returns None).
 
     ``stale_after``: seconds without :meth:`MetricsState.heartbeat` after which ``/healthz`` answers 503.
-    ``registry`` defaults to :func:`build_registry` of ``state``. Raises :class:`MetricsError` with one line
-    when the address is malformed, in use, or cannot be bound.
+    ``registry`` defaults to :func:`build_registry` of ``state``. ``request_timeout``, ``max_workers`` and
+    ``max_pending`` bound what a client can hold (:mod:`watcher.metrics.httpd`). Raises :class:`MetricsError`
+    with one line when the address is malformed, in use, or cannot be bound.
     """
     if not listen:
         return None
     host, port = parse_listen(listen)
-    server_class = _Server6 if ":" in host else _Server
     try:
-        httpd = server_class((host, port), _Handler)
+        httpd = BoundedWSGIServer(
+            (host, port), timeout=request_timeout, max_workers=max_workers, max_pending=max_pending
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise MetricsError(f"metrics.listen {listen}: address already in use") from None

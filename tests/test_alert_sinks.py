@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import traceback
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -41,6 +42,10 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 TOKEN = "T0KEN-b7f3e9c1d2a4"  # stands for the secret part of a Slack or webhook URL
 SECRET = "hmac-s3cret-9f8e7d"
 HOSTILE = ["<!channel>", "<@U123>", "<http://evil.example|click me>", "<!here|x>", "a & b", "*bold* _it_ `c`"]
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+# A group name as a hostile host may choose it: a megabyte, a broadcast, and bidi and zero-width characters.
+HUGE_GROUP = ("<!channel> \u202etrain\u202c\u200b@here " * 40_000)[:1_000_000]
 ALERTS = TypeAdapter(list[AlertConfig])
 
 
@@ -364,6 +369,58 @@ def test_events_map_to_alerts_with_stable_labels() -> None:
     assert alerts(firing[5:], now=now) == []
 
 
+LABEL_NAMES = {"alertname", "host", "group", "check", "probe", "phase", "severity"}
+ANNOTATION_NAMES = {"summary", "description", "event", "event_id", "status"}
+
+
+def assert_sanitised(alert: dict[str, Any]) -> None:
+    """Label names are ours; values bounded; nothing hidden, no mention; annotations bounded and link-free."""
+    assert set(alert["labels"]) <= LABEL_NAMES and set(alert["annotations"]) <= ANNOTATION_NAMES
+    assert all(len(v) <= 128 for v in alert["labels"].values()), alert["labels"]
+    assert all(len(v) <= 2000 for v in alert["annotations"].values())
+    for value in [*alert["labels"].values(), *alert["annotations"].values()]:
+        assert not [ch for ch in value if unicodedata.category(ch) in ("Cc", "Cf") and ch != "\n"], value
+        assert not re.search(r"[<>]|(?<!\w)@|@(?i:channel|here|everyone)", value), value
+    for value in alert["annotations"].values():
+        assert "://" not in value
+
+
+@settings(max_examples=40, deadline=None)
+@given(group=st.text(max_size=300), summary=st.text(max_size=3000), status=st.text(max_size=200))
+def test_alertmanager_labels_and_annotations_are_sanitised_for_any_remote_text(
+    group: str, summary: str, status: str
+) -> None:
+    """Whatever the host names and writes: fixed label names, bounded clean values, a resolve that matches."""
+    group = group + HOSTILE[0] + BIDI + ZERO_WIDTH
+    fired = alerts([
+        event("check.failed", group=group, severity="critical", check="c", status=status + "<!here>",
+              summary=summary + " @channel http://evil.example"),
+        failed_phase([summary, *HOSTILE], group=group),
+    ], now=T0)  # fmt: skip
+    for alert in fired:
+        assert_sanitised(alert)
+    recovered = event("check.recovered", group=group, at=T0 + timedelta(hours=1), severity="info", check="c")
+    (resolved,) = alerts([recovered], now=T0, active=[fired[0]["labels"]])
+    assert resolved["labels"] == fired[0]["labels"]
+
+
+def test_a_megabyte_group_name_makes_a_bounded_alert() -> None:
+    """A 1 MB group with ``<!channel>`` and bidi characters: a 128-character label, a bounded body."""
+    (alert,) = alerts([check_event_in(HUGE_GROUP, "check.failed")], now=T0)
+    assert_sanitised(alert)
+    assert alert["labels"]["group"].startswith("‹!channel› train＠here ‹!channel›")
+    assert re.fullmatch(r".{119}~[0-9a-f]{8}", alert["labels"]["group"])
+    assert len(json.dumps(alert, ensure_ascii=False)) < 4000
+
+
+def check_event_in(group: str, kind: str, at: datetime = T0, **data: Any) -> Event:
+    """A check event of ``group`` (a failure unless told otherwise)."""
+    if kind == "check.recovered":
+        return event(kind, group=group, at=at, severity="info", check="negatives", status="ok", **data)
+    return event(kind, group=group, at=at, severity="critical", check="negatives", status="fail",
+                 summary=f"gpu-01/{group}: check negatives fail", **data)  # fmt: skip
+
+
 async def test_events_alertmanager_ignores_make_no_request(receiver: Receiver) -> None:
     """A batch of a successful phase and a clean sends nothing (and asks nothing)."""
     sink = AlertmanagerSink(AlertmanagerConfig(name="am", url=receiver.url))
@@ -419,6 +476,30 @@ async def test_check_failed_fires_in_alertmanager_and_recovered_resolves(
         [("firing", (*CHECK_LABELS, "severity=critical"))],
         [("resolved", (*CHECK_LABELS, "severity=critical"))],
     ]
+
+
+@pytest.mark.integration
+async def test_a_megabyte_hostile_group_reaches_alertmanager_bounded_and_resolves(
+    am: tuple[Alertmanager, Receiver],
+) -> None:
+    """A 1 MB group holding ``<!channel>``, ``@here`` and bidi characters: what Alertmanager holds and
+    notifies is bounded and sanitised, and the recovery resolves that very alert."""
+    manager, hook = am
+    sink = AlertmanagerSink(AlertmanagerConfig(name="am", url=manager.url))
+    await sink.deliver([check_event_in(HUGE_GROUP, "check.failed", at=datetime.now(UTC))])
+    (held,) = manager.alerts()
+    assert_sanitised(held)
+    group = held["labels"]["group"]
+    assert len(group) == 128 and group.startswith("‹!channel› train＠here")
+    await _until(lambda: len(hook.requests) >= 1)
+    (notified,) = hook.requests[0].json()["alerts"]
+    assert notified["labels"] == held["labels"] and notified["annotations"] == held["annotations"]
+    await sink.deliver([check_event_in(HUGE_GROUP, "check.recovered", at=datetime.now(UTC))])
+    assert manager.alerts() == []
+    await _until(lambda: len(hook.requests) >= 2)
+    await sink.close()
+    assert [a["status"] for a in hook.requests[1].json()["alerts"]] == ["resolved"]
+    assert hook.requests[1].json()["alerts"][0]["labels"] == held["labels"]
 
 
 @pytest.mark.integration

@@ -23,6 +23,13 @@ Annotations: ``summary`` (the event's, or "host/group: event"), ``description`` 
 ``key: value`` lines, bounded), ``event``, ``event_id`` and, for checks, ``status``. ``generatorURL`` is the
 configured ``generator_url``, if any.
 
+Group names, task labels, summaries and errors come from the hosts, and Alertmanager's templates (Slack,
+e-mail, Teams) escape nothing, so every value goes through :mod:`watcher.sanitize`: each label value is a
+:func:`~watcher.sanitize.label` (at most 128 characters; a clean one unchanged, one that had to be cut or
+cleaned ends in ``~`` and a hash of the original, so that the same group always gives the same label and two
+groups stay two alerts), each annotation is :func:`~watcher.sanitize.inert` (bounded, one line per value, no
+control, bidi or zero-width character, no mention, no link). The label names are ours, never a host's.
+
 Other events (a successful phase, ``state.cleaned``) are not sent; a batch of only those makes no request.
 
 ``severity`` is a label, so that Alertmanager routes can use it; but labels are an alert's identity, so a
@@ -63,6 +70,7 @@ from watcher.alerts._http import HttpTarget
 from watcher.alerts.base import DeliveryError, severity
 from watcher.alerts.config import AlertmanagerConfig
 from watcher.phases.records import Event
+from watcher.sanitize import inert, label
 
 FIRING = {
     "check.failed": "PueueCheckFailing",
@@ -84,6 +92,9 @@ ONE_SHOT = timedelta(hours=1)
 
 _DESCRIPTION_MAX = 2000
 _VALUE_MAX = 300
+_SUMMARY_MAX = 500
+_STATUS_MAX = 64
+_EVENT_ID_MAX = 256
 _NOT_DESCRIBED = {"summary", "severity"}
 
 
@@ -96,15 +107,17 @@ def _time(at: datetime) -> str:
 
 
 def _labels(alertname: str, event: Event, level: str) -> dict[str, str]:
-    labels = {"alertname": alertname, "host": event.host}
+    """The alert's identity. Names and ``alertname``/``severity`` are ours; every other value passes
+    through :func:`label`, also those from the configuration (a no-op for a clean name)."""
+    labels = {"alertname": alertname, "host": label(event.host)}
     if event.group:
-        labels["group"] = event.group
+        labels["group"] = label(event.group)
     if alertname == "PueueCheckFailing" and event.data.get("check"):
-        labels["check"] = str(event.data["check"])
+        labels["check"] = label(str(event.data["check"]))
     if alertname == "PueueHostProbeBreach" and event.data.get("probe"):
-        labels["probe"] = str(event.data["probe"])
+        labels["probe"] = label(str(event.data["probe"]))
     if alertname == PHASE_FAILED and event.data.get("phase"):
-        labels["phase"] = str(event.data["phase"])
+        labels["phase"] = label(str(event.data["phase"]))
     labels["severity"] = level
     return labels
 
@@ -116,7 +129,7 @@ def _description(event: Event) -> str:
         if key in _NOT_DESCRIBED or value is None or value in ([], {}):
             continue
         text = value if isinstance(value, str) else json.dumps(msgspec.to_builtins(value), ensure_ascii=False)
-        lines.append(f"{key}: {text[:_VALUE_MAX]}")
+        lines.append(f"{inert(key, 64)}: {inert(text, _VALUE_MAX)}")
     text = "\n".join(lines)
     return text if len(text) <= _DESCRIPTION_MAX else text[: _DESCRIPTION_MAX - 1] + "…"
 
@@ -124,13 +137,14 @@ def _description(event: Event) -> str:
 def _annotations(event: Event) -> dict[str, str]:
     where = event.host + (f"/{event.group}" if event.group else "")
     annotations = {
-        "summary": str(event.data.get("summary") or f"{where}: {event.event}"),
+        "summary": inert(str(event.data.get("summary") or f"{where}: {event.event}"), _SUMMARY_MAX),
         "description": _description(event),
-        "event": event.event,
-        "event_id": event.id,
+        "event": inert(event.event, 64),
+        # An id, not prose: bounded like a label, so that two long ids stay apart.
+        "event_id": label(event.id, _EVENT_ID_MAX),
     }
     if event.data.get("status"):
-        annotations["status"] = str(event.data["status"])
+        annotations["status"] = inert(str(event.data["status"]), _STATUS_MAX)
     return {k: v for k, v in annotations.items() if v}
 
 

@@ -1,4 +1,5 @@
-"""Configuration: a TOML file, overridden by ``PUEUE_WATCHER__SECTION__KEY`` environment variables.
+"""Configuration: a TOML file, overridden by ``PUEUE_WATCHER__SECTION__KEY`` environment variables, and by
+systemd credentials of the same names (``watcher/credentials.py``) below those.
 
 The file is found at ``-c/--config``, else ``$PUEUE_WATCHER_CONFIG``, else ``./config.toml``, else
 ``/etc/pueue-watcher/config.toml``. Every problem is reported as one line naming the key
@@ -26,11 +27,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from checks.clickhouse.identifiers import identifier
 from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
 from watcher.alerts.config import AlertConfig
+from watcher.credentials import CredentialsSource, credentials_directory
 from watcher.errors import ConfigError
 from watcher.shard import parse_shard, select
 from watcher.units import Duration, Size
@@ -258,8 +260,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Priority, highest first: explicit arguments, the environment, then the TOML file.
-        return (init_settings, env_settings, _FileSource(settings_cls, _FILE_DATA.get()))
+        # Priority, highest first: explicit arguments, the environment, systemd credentials, the TOML file.
+        directory = credentials_directory()
+        credentials = () if directory is None else (CredentialsSource(settings_cls, directory),)
+        return (init_settings, env_settings, *credentials, _FileSource(settings_cls, _FILE_DATA.get()))
 
 
 def _unique(what: str, names: list[str]) -> set[str]:
@@ -320,8 +324,20 @@ def settings_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> 
         return Settings()
     except ValidationError as exc:
         raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+    except SettingsError as exc:  # a variable or credential whose value is not the JSON its key needs
+        raise ConfigError(source, [_settings_problem(exc)]) from None
     finally:
         _FILE_DATA.reset(token)
+
+
+def _settings_problem(exc: SettingsError) -> str:
+    """``clickhouse: the value of PUEUE_WATCHER__CLICKHOUSE in the environment is not valid JSON``."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return " ".join(str(exc).split())
+    field, origin = found.groups()
+    where = "a credential" if origin == CredentialsSource.__name__ else "the environment"
+    return f"{field}: the value of PUEUE_WATCHER__{field.upper()} in {where} is not valid JSON"
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -239,7 +239,27 @@ def test_slack_escapes_mentions_and_links_in_remote_text() -> None:
     assert "*bold*" not in prose and "_it_" not in prose
     section = message["blocks"][1]["text"]["text"]
     assert "`&lt;!channel&gt; team &amp; co`" in section
-    assert "`&lt;http://evil.example|click me&gt;`" in section
+    assert "`&lt;http:∕∕evil․example|click me&gt;`" in section
+
+
+def test_slack_defuses_bare_links_and_drops_bidi_and_zero_width_characters() -> None:
+    """Bare URLs, domains and addresses are no links; bidi and zero-width characters are gone, so
+    ``@\u200bchannel`` cannot slip a broadcast past the check; the configured host's dots stay."""
+    tricks = "see http://evil.example/x or evil.example, mailto:bob@evil.example"
+    tricks += " \u202egnp.exe\u202c @\u200bchannel"
+    message = payload([
+        event("check.failed", host="gpu-01.lab", group="www.evil.example\u2066", severity="critical",
+              summary=tricks),
+    ])  # fmt: skip
+    assert_within_slack_limits(message)
+    raw = json.dumps(message, ensure_ascii=False)
+    for text in _texts(message):
+        assert not re.search(
+            r"://|[^\W_]\.[^\W\d_]|(?i:mailto):|(?<!\w)@|@(?i:channel)", text.replace("gpu-01.lab", "")
+        )
+        assert not [ch for ch in text if ch in BIDI + ZERO_WIDTH], text
+    assert "http:∕∕evil․example/x or evil․example, mailto∶bob@evil․example gnp․exe ＠channel" in raw
+    assert "`gpu-01.lab` / `www․evil․example`" in raw
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

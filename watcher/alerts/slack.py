@@ -14,10 +14,14 @@ Slack's limits, and what happens at each (https://api.slack.com/reference/block-
 
 Everything that comes from a host (group names, task labels, summaries, errors) is untrusted. Slack reads
 ``<…>`` as mentions and links (``<!channel>``, ``<@U123>``, ``<http://x|y>``), so ``&``, ``<`` and ``>`` are
-always written as ``&amp;``, ``&lt;``, ``&gt;`` (Slack's escaping rules). Identifiers (group, labels) go in
-inline code, where no formatting applies; in free text the formatting characters ``*``, ``~`` and the backtick
-become look-alikes, ``_`` at a word's edge too (``snake_case`` stays), ``@channel``/``@here``/``@everyone``
-get a zero-width space, and line breaks become spaces, so remote text can neither format nor quote.
+always written as ``&amp;``, ``&lt;``, ``&gt;`` (Slack's escaping rules). Before that, every piece of remote
+text goes through :func:`watcher.sanitize.defuse`: line breaks become spaces, control, bidi and zero-width
+characters are dropped, a mention's ``@`` becomes ``＠`` (``@channel``, ``@here``, ``@alice``), and nothing
+is a link any more: ``http://x`` reads ``http:∕∕x``, ``evil.example`` and ``bob@evil.example`` get a
+``․`` for their dots, ``mailto:`` a ``∶`` (all look-alikes, one character for one). Identifiers (group,
+labels) go in inline code, where no formatting applies; in free text the formatting characters ``*``, ``~``
+and the backtick become look-alikes, ``_`` at a word's edge too (``snake_case`` stays), so remote text can
+neither format nor quote. The host's name is ours (the configuration's), and is shown as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from watcher.alerts._http import HttpTarget
 from watcher.alerts.base import severity
 from watcher.alerts.config import SlackConfig
 from watcher.phases.records import Event
+from watcher.sanitize import defuse
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -60,7 +65,8 @@ _ICONS = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":info
 
 _EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 _PARTIAL_ENTITY = re.compile(r"&[a-z]*$")
-_BROADCAST = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
+# Remote text is read up to this many characters: more than any bound below needs, once escaped and cut.
+_READ_MAX = 4 * SECTION_MAX
 
 
 def escape(text: str) -> str:
@@ -84,15 +90,17 @@ def _cut(text: str, limit: int) -> str:
 
 
 def plain(value: object, limit: int = _SUMMARY_MAX) -> str:
-    """Untrusted free text as inert mrkdwn: one line, escaped, no formatting, no broadcast."""
-    text = str(value).replace("`", "ˋ").replace("*", "∗").replace("~", "∼")
-    text = _BROADCAST.sub("@\u200b\\1", _EDGE_UNDERSCORE.sub("＿", text))
-    return _cut(text, limit)
+    """Untrusted free text as inert mrkdwn: one line, escaped, no formatting, no mention, no link."""
+    text = defuse(str(value)[:_READ_MAX]).replace("`", "ˋ").replace("*", "∗").replace("~", "∼")
+    return _cut(_EDGE_UNDERSCORE.sub("＿", text), limit)
 
 
-def code(value: object, limit: int = _LABEL_MAX) -> str:
-    """An untrusted identifier as inline code (no formatting applies inside; a backtick cannot end it)."""
-    text = _cut(str(value).replace("`", "ˋ"), limit)
+def code(value: object, limit: int = _LABEL_MAX, *, trusted: bool = False) -> str:
+    """An identifier as inline code (no formatting applies inside; a backtick cannot end it). Unless it is
+    ``trusted`` (ours, not a host's), it is defused first: whether Slack links a URL inside code is not
+    documented."""
+    text = str(value)[:_READ_MAX]
+    text = _cut((text if trusted else defuse(text)).replace("`", "ˋ"), limit)
     return f"`{text}`" if text else "(empty)"
 
 
@@ -138,7 +146,7 @@ def _labels_line(event: Event, budget: int) -> str:
 
 def section_text(event: Event) -> str:
     """The mrkdwn text of one event's section, at most :data:`SECTION_MAX` characters."""
-    where = code(event.host) + (f" / {code(event.group)}" if event.group is not None else "")
+    where = code(event.host, trusted=True) + (f" / {code(event.group)}" if event.group is not None else "")
     lines = [f"{_icon(event)} *{_title(event)}* · {where}"]
     summary = event.data.get("summary")
     if summary:

@@ -166,6 +166,38 @@ async def test_unreachable_target_is_temporary() -> None:
     assert caught.value.temporary and str(caught.value).startswith("webhook 'ops': ConnectError")
 
 
+async def test_a_secret_across_the_quote_cut_is_redacted_whole(receiver: Receiver) -> None:
+    """A token that straddles the 200-character quote, or the 64 KiB that redaction reads, leaks no part."""
+    long_secret = "k" + "".join(f"{i:04x}" for i in range(525))  # 2101 characters
+    tail = 65_536 - 31 * len(long_secret)  # the 32nd copy straddles the end of what redaction reads
+    receiver.script(
+        Reply(400, b"x" * 190 + TOKEN.encode()),
+        Reply(400, (long_secret * 31 + long_secret[:tail] + "?" * 5000).encode()),
+    )
+    sink = webhook(receiver, secret=long_secret)
+    messages = []
+    for _ in range(2):
+        with pytest.raises(DeliveryError) as caught:
+            await sink.deliver([event("host.down", group=None)])
+        messages.append(str(caught.value))
+    await sink.close()
+    assert messages[0].endswith("x" * 190 + "***")
+    assert TOKEN[:6] not in messages[0]
+    assert long_secret[:6] not in messages[1] and messages[1].startswith(
+        "webhook 'ops': HTTP 400: " + "*" * 93
+    )
+
+
+async def test_an_error_answer_in_a_codec_that_is_no_text_encoding_is_quoted(receiver: Receiver) -> None:
+    """``charset=rot13`` (a known codec, not a text encoding) still gives a message, not a crash."""
+    receiver.script(Reply(400, b"bad \x1b[2J request", headers={"Content-Type": "text/plain; charset=rot13"}))
+    sink = webhook(receiver)
+    with pytest.raises(DeliveryError) as caught:
+        await sink.deliver([event("host.down", group=None)])
+    await sink.close()
+    assert str(caught.value) == "webhook 'ops': HTTP 400: bad [2J request"
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     """Retry-After is delay-seconds or an HTTP-date; anything else is ignored."""
     now = 1_700_000_000.0

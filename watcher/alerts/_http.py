@@ -30,12 +30,16 @@ import structlog
 from pydantic import SecretStr
 
 from watcher.alerts.base import DeliveryError
+from watcher.sanitize import visible
 
 log = structlog.get_logger("watcher.alerts")
 
 # The body of an error answer is quoted up to this length: enough for Slack's "invalid_token" or an
 # Alertmanager validation message, short enough for one log line.
 _QUOTE = 200
+# Redaction reads this much of the body, more than any secret is long: a secret is removed whole before
+# the quote is cut, never cut in two first (half a token is still half a token).
+_REDACT_READ = 64 * 1024
 # Path segments and query values this long may be tokens ("services" is 8 long: redacting it costs nothing).
 _TOKEN_MIN = 8
 
@@ -72,6 +76,17 @@ def redact(text: str, secrets: Iterable[SecretStr]) -> str:
     for secret in sorted((s.get_secret_value() for s in secrets), key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
+    return text
+
+
+def _without_secret_start(text: str, secrets: Iterable[SecretStr]) -> str:
+    """``text`` without a tail that is the beginning of a secret: where a read ended inside a body, the
+    secret it cut in two is not whole, so :func:`redact` left its first part."""
+    for secret in (s.get_secret_value() for s in secrets):
+        for size in range(min(len(secret) - 1, len(text)), 0, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size]
+                break
     return text
 
 
@@ -157,12 +172,23 @@ class HttpTarget:
         status = response.status_code
         if 200 <= status < 300:
             return
-        quoted = redact(response.text[:_QUOTE], self._secrets)
-        quoted = " ".join(quoted.split()) or "(empty)"
-        message = f"{self.describe}: HTTP {status}: {quoted}"
+        message = f"{self.describe}: HTTP {status}: {self._quote(response)}"
         if status in (408, 429) or status >= 500:
             raise DeliveryError(message, retry_after=retry_after(response.headers.get("Retry-After")))
         raise DeliveryError(message, temporary=False)
+
+    def _quote(self, response: httpx.Response) -> str:
+        """The answer's body for a message: redacted first, then made one line and cut."""
+        head = response.content[:_REDACT_READ]
+        try:
+            text = head.decode(response.encoding or "utf-8", errors="replace")
+        except LookupError:  # a known codec that is no text encoding ("charset=rot13")
+            text = head.decode("utf-8", errors="replace")
+        text = redact(text, self._secrets)
+        if len(head) < len(response.content):
+            text = _without_secret_start(text, self._secrets)
+        text = " ".join(visible(text).split())
+        return (text if len(text) <= _QUOTE else text[: _QUOTE - 1] + "…") or "(empty)"
 
     async def close(self) -> None:
         if self._own_client:

@@ -198,6 +198,22 @@ async def test_an_error_answer_in_a_codec_that_is_no_text_encoding_is_quoted(rec
     assert str(caught.value) == "webhook 'ops': HTTP 400: bad [2J request"
 
 
+async def test_webhook_bounds_every_string_but_the_identities(receiver: Receiver) -> None:
+    """A megabyte task label and summary arrive cut at 4096 characters; id, host, group, phase whole."""
+    phase = failed_phase(["l" * 1_000_000, "ok"], group="g" * 5000)
+    sink = webhook(receiver)
+    await sink.deliver([phase])
+    await sink.close()
+    (request,) = receiver.requests
+    (sent,) = request.json()["events"]
+    expected = phase.to_dict()
+    assert {k: sent[k] for k in ("id", "host", "group", "phase")} == {
+        k: expected[k] for k in ("id", "host", "group", "phase")
+    }
+    assert sent["failed_labels"] == ["l" * 4095 + "…", "ok"] and sent["summary"].endswith("…")
+    assert len(request.body) < 4 * 5100 + 2 * 4096 + 2000
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     """Retry-After is delay-seconds or an HTTP-date; anything else is ignored."""
     now = 1_700_000_000.0

@@ -22,6 +22,12 @@ The request
 A batch is delivered at least once: a receiver that must not act twice keeps the ``id`` values it has seen.
 ``schema_version`` changes only when a field changes meaning or disappears; new fields may appear at any time.
 
+Fields hold the host's text as it is, JSON-escaped: a receiver that shows them to people sanitises them
+(``watcher/sanitize.py`` does it for our own sinks). Only their length is bounded, since pueue bounds no task
+label: a string longer than 4096 characters is cut and ends in ``…``, except the identities a receiver
+matches on (``id``, ``host``, ``group``, ``phase``), which are sent whole (a group's name is bounded where it
+is read, by ``watcher.max_group_name``).
+
 Headers:
 
 ``X-Pueue-Watcher-Event-Ids``
@@ -47,6 +53,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -57,6 +64,8 @@ from watcher.alerts.config import WebhookConfig
 from watcher.phases.records import Event
 
 SCHEMA_VERSION = 1
+FIELD_MAX = 4096  # characters of one string in an event, but for the identities below
+_WHOLE = ("id", "host", "group", "phase")
 
 # Everything an event id is made of in practice stays readable; a comma (the separator), whitespace and
 # non-ASCII are percent-encoded, so the header is always one valid ASCII line.
@@ -65,9 +74,27 @@ _ID_SAFE = "/:@!$&'()*+;=-._~#[]"
 _IDS_HEADER_MAX = 8000
 
 
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= FIELD_MAX else value[: FIELD_MAX - 1] + "…"
+    if isinstance(value, list):
+        return [_bounded(v) for v in value]
+    if isinstance(value, dict):
+        return {_bounded(k): _bounded(v) for k, v in value.items()}
+    return value
+
+
+def _fields(event: Event) -> dict[str, Any]:
+    """The event's flat form, every string bounded but the identities (``id``: the idempotency key)."""
+    flat = event.to_dict()
+    fields: dict[str, Any] = _bounded(flat)
+    fields.update((key, flat[key]) for key in _WHOLE if key in flat)
+    return fields
+
+
 def body(events: Sequence[Event]) -> bytes:
     """The exact bytes POSTed (compact JSON)."""
-    return msgspec.json.encode({"schema_version": SCHEMA_VERSION, "events": [e.to_dict() for e in events]})
+    return msgspec.json.encode({"schema_version": SCHEMA_VERSION, "events": [_fields(e) for e in events]})
 
 
 def signature(secret: str, timestamp: int, content: bytes) -> str:

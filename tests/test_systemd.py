@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -98,6 +99,54 @@ def test_units_bound_memory_and_tasks() -> None:
         settings = dict(re.findall(r"(?m)^(\w+)=(.*)$", unit.read_text()))
         assert re.fullmatch(r"\d+[MG]", settings["MemoryMax"]), unit.name
         assert 64 <= int(settings["TasksMax"]) <= 4096, unit.name
+
+
+def _settings(unit: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of ``unit``, each key with its values in order."""
+    found: dict[str, list[str]] = {}
+    for key, value in re.findall(r"(?m)^(\w+)=(.*)$", unit.read_text()):
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def test_units_bind_only_the_metrics_port() -> None:
+    """Both units let the daemon bind() the default metrics port and no other (port 0 stays allowed)."""
+    from watcher.config import MetricsSection
+
+    port = str(MetricsSection.model_fields["listen"].default).rpartition(":")[2]
+    for unit in (SYSTEM_UNIT, USER_UNIT):
+        settings = _settings(unit)
+        assert settings["SocketBindAllow"] == [f"tcp:{port}"], unit.name
+        assert settings["SocketBindDeny"] == ["any"], unit.name
+
+
+@pytest.mark.parametrize("unit", [SYSTEM_UNIT, USER_UNIT], ids=["system", "user"])
+def test_units_hand_secrets_over_as_credentials(
+    unit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unit loads a directory of credentials; named the way systemd names them (ID + "_" + file name),
+    a file ``clickhouse`` there reaches the configuration as a SecretStr. EnvironmentFile= stays optional."""
+    from pydantic import SecretStr
+
+    from watcher.config import settings_from_mapping
+    from watcher.credentials import ENV_DIRECTORY
+
+    settings = _settings(unit)
+    (load,) = settings["LoadCredential"]
+    credential_id, _, source = load.partition(":")
+    assert source.endswith("/pueue-watcher/credentials"), load
+    assert all(value.startswith("-") for value in settings["EnvironmentFile"]), unit.name
+    # What systemd does at start (systemd.exec(5), LoadCredential= of a directory), in a temporary directory.
+    given = tmp_path / "credentials"
+    given.mkdir(mode=0o700)
+    secret = "pw-from-" + unit.stem
+    document = [{"name": "main", "host": "127.0.0.1", "password": secret}]
+    (given / f"{credential_id}_clickhouse").write_text(json.dumps(document) + "\n")
+    monkeypatch.setenv(ENV_DIRECTORY, str(given))
+    monkeypatch.delenv("PUEUE_WATCHER__CLICKHOUSE", raising=False)
+    (clickhouse,) = settings_from_mapping({}).clickhouse
+    assert isinstance(clickhouse.password, SecretStr)
+    assert clickhouse.password.get_secret_value() == secret
 
 
 @pytest.fixture

@@ -70,6 +70,23 @@ class WatcherSection(_Section):
     )
     grace_period: Duration = Field(10.0, description="On SIGTERM, how long in-flight polls may finish.")
     down_after: int = Field(3, ge=1, description="Consecutive failed polls before host.down is reported.")
+    max_groups: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Groups watched per host at most: the groups already tracked first, then by name. A host "
+        "with more is reported (host.groups_dropped, pueue_watcher_groups_dropped): each group costs memory, "
+        "a row per poll and about 17 series per scrape.",
+    )
+    max_group_name: int = Field(
+        256, ge=16, le=4096, description="A group whose name has more characters than this is not watched."
+    )
+    max_phase_alerts_per_hour: int = Field(
+        120,
+        ge=1,
+        description="phase.completed alerts per host and hour at most; beyond it, the phases of one poll are "
+        "still recorded, checked and gated, and their alerts are folded into one phase.flood alert.",
+    )
     shard: str | None = Field(
         None,
         description="'i/n': watch only the hosts that hash to shard i of n, so that n watchers split the "

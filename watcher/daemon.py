@@ -91,7 +91,7 @@ class Daemon:
     def _watch(self, host: HostConfig, hygiene: Hygiene) -> HostWatch:
         watcher = self.settings.watcher
         transport = self._transports[host.name] = open_transport(host, watcher)
-        poller = HostPoller(host, transport, watcher.host_timeout)
+        poller = HostPoller.configured(host, transport, watcher)
         return HostWatch(
             host, poller, self.store, self.settings, hygiene, self.clickhouse, self.breaches, self.metrics
         )
@@ -102,6 +102,16 @@ class Daemon:
         A clean that a cycle starts is waited for (within ``hygiene.timeout``), and the host is then polled
         once more, without planning another clean, so that what the clean removed is recorded and stepped
         through before ``once`` exits; that cycle's outcome is merged into the host's."""
+        stop = asyncio.Event()
+        lag = asyncio.create_task(self.metrics.loop_lag.run(stop), name="loop-lag")
+        try:
+            return await self._once()
+        finally:
+            stop.set()
+            await lag
+            log.info("loop.lag", max_seconds=round(self.metrics.loop_lag.max_seconds, 3))
+
+    async def _once(self) -> list[CycleOutcome]:
         await self.outbox.flush()
         outcomes = list(await asyncio.gather(*(self._cycle(w) for w in self.watches)))
         cleaning = [(i, w) for i, w in enumerate(self.watches) if w.cleaning]
@@ -131,6 +141,7 @@ class Daemon:
         loops = [asyncio.create_task(self._loop(w, stop), name=f"host:{w.host.name}") for w in self.watches]
         delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")
         summary = asyncio.create_task(self._summaries(stop), name="summary")
+        lag = asyncio.create_task(self.metrics.loop_lag.run(stop), name="loop-lag")
         log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
         for w in self.watches:
             if w.host.host_key_unchecked:
@@ -149,7 +160,7 @@ class Daemon:
         left = max(0.0, grace - (time.monotonic() - stopping))
         await asyncio.gather(*(w.stop_cleaning(left) for w in self.watches), return_exceptions=True)
         summary.cancel()
-        await asyncio.gather(summary, delivery, watchdog, return_exceptions=True)
+        await asyncio.gather(summary, delivery, watchdog, lag, return_exceptions=True)
         # What the last cycles committed (a clean recorded as the watcher stopped) gets one delivery round
         # within what is left of the grace period; what fails stays pending for the next start.
         left = max(1.0, grace - (time.monotonic() - stopping))

@@ -17,7 +17,7 @@ class Fleet:
         watcher = settings.watcher
         chosen = settings.hosts if hosts is None else hosts
         self.pollers = {
-            host.name: HostPoller(host, open_transport(host, watcher), timeout=watcher.host_timeout)
+            host.name: HostPoller.configured(host, open_transport(host, watcher), watcher)
             for host in chosen
         }
         self._slots = asyncio.Semaphore(watcher.max_concurrency)

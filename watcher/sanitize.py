@@ -32,8 +32,8 @@ Slack, e-mail and Teams templates escape none of it. So before remote text reach
     ``gpu-01.example.com`` stay typeable), the same input always gives the same value, and a value that
     had to change or be cut gets ``~`` and 8 hex digits of the SHA-256 of the whole original
     (``prefix~a1b2c3d4``): two groups that differ only after the cut, or only in what was removed,
-    stay two alerts. A clean name that is only too long gets the same value as its Prometheus label
-    (:func:`watcher.metrics.labels.label_value`), so a series and an alert of one group can be matched.
+    stay two alerts. The metrics endpoint labels groups with the same function, so a series and an alert
+    of one group carry the same value.
 
 Every function reads at most a bounded prefix of its input (besides the hash), so a 1 MB name costs no more
 than a short one.

@@ -42,9 +42,11 @@ from watcher.hygiene import (
     with_vanished,
 )
 from watcher.metrics import MetricsState
+from watcher.phases.flood import AlertBudget, folded
 from watcher.phases.records import Event, PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import HostPoller, PollResult
+from watcher.poll.select import NONE_DROPPED, Dropped
 from watcher.pueue.model import Task
 from watcher.schedule import next_interval, retry_interval
 from watcher.store import CheckRun, CleanRecord, GateAction, Store
@@ -120,11 +122,18 @@ class HostWatch:
         self._follow_up: bool | None = None
         self.wake = asyncio.Event()  # set when a clean ends: the loop polls at once, not after its sleep
         self._store_error: str | None = None  # the store's failure in force, logged once (a full disk)
+        self._budget = AlertBudget(settings.watcher.max_phase_alerts_per_hour)  # phase alerts (flood.py)
+        self._dropped = NONE_DROPPED  # groups left out by the per-host limits at the last poll, as logged
 
     async def cycle(self, *, clean: bool = True) -> CycleOutcome:
         """One poll and everything it leads to. ``clean``: hygiene may start a clean (``once`` asks for none
         in the cycle that only settles the clean it started)."""
         polled_at = time.monotonic()
+        if self._tracks is None:
+            # The tracked groups come first within the per-host limits (poll/select.py). A store that fails
+            # here fails again at the observation after the poll, which reports it.
+            with contextlib.suppress(StoreError):
+                self.poller.keep = frozenset(await self._tracks_loaded())
         result = await self.poller.poll()
         self.metrics.observe_poll(result, result.at)
         outcome = CycleOutcome(result)
@@ -135,6 +144,7 @@ class HostWatch:
         if not result.ok or result.snapshot is None:
             self._retry_later(result)
             return outcome
+        self._report_dropped(result.dropped)
         try:
             await self._health(result, outcome)
             settling = self._settling(polled_at)
@@ -162,6 +172,19 @@ class HostWatch:
                 self._store_error = None
         self.interval = next_interval(result.snapshot, self.settings.watcher, result.at)
         return outcome
+
+    def _report_dropped(self, dropped: Dropped) -> None:
+        """A warning when the per-host limits start (or stop, or change how much they) leave groups out."""
+        if dropped == self._dropped:
+            return
+        limits = self.settings.watcher
+        if dropped.total:
+            log.warning("host.groups_dropped", host=self.host.name, over_count=dropped.over_count,
+                        long_names=dropped.long_names, max_groups=limits.max_groups,
+                        max_group_name=limits.max_group_name)  # fmt: skip
+        else:
+            log.info("host.groups_within_limits", host=self.host.name)
+        self._dropped = dropped
 
     def _store_failed(self, outcome: CycleOutcome, exc: StoreError) -> None:
         """A failed write is retried at the next cycle; it is logged when the store starts failing (or fails
@@ -248,7 +271,9 @@ class HostWatch:
         assert snapshot is not None
         tracks = await self._tracks_loaded()
         changed: dict[str, bytes | None] = {}
-        for group in sorted(set(snapshot.groups) | set(tracks)):
+        alerted: list[PhaseRecord] = []
+        # A tracked group that the per-host limits leave out (the limit was lowered) is not a removed group.
+        for group in sorted((set(snapshot.groups) | set(tracks)) - result.dropped.tracked):
             track = tracks.setdefault(group, GroupTrack())
             stepped = step(
                 track,
@@ -266,7 +291,7 @@ class HostWatch:
             for record in stepped.completed:
                 self.metrics.phase_completed(record.host, record.group, record.outcome or "failed", result.at)
             fired = [r for r in stepped.completed if r.fired]
-            outcome.events += [phase_completed(r) for r in fired]
+            alerted += fired
             for record in fired:
                 outcome.checks += pending_runs(self.settings.checks, record)
                 outcome.gates += pending_gates(self.settings.gates, record)
@@ -275,6 +300,11 @@ class HostWatch:
                 changed[group] = None
             elif stepped.changed:
                 changed[group] = track.encode()
+        granted = self._budget.take(len(alerted), result.at) if alerted else 0
+        outcome.events += [phase_completed(r) for r in alerted[:granted]]
+        if alerted[granted:]:
+            outcome.events.append(folded(self.host.name, alerted[granted:], result.at))
+        self.poller.keep = frozenset(tracks)
         await self.store.commit(
             self.host.name,
             digest=self.poller.fingerprint,

@@ -17,6 +17,7 @@ probe.recovered        resolves ↑
 gate.held              PueueGateHeld          ``group`` (the group held back)
 gate.started           resolves ↑
 phase.completed        PueuePhaseFailed       ``group``, ``phase``; only when the outcome is failed
+phase.flood            PueuePhaseFlood        —; phase alerts of a host over its hourly budget, folded
 =====================  =====================  ===================================================
 
 Annotations: ``summary`` (the event's, or "host/group: event"), ``description`` (the event's other data as
@@ -87,6 +88,7 @@ RESOLVING = {
     "gate.started": "PueueGateHeld",
 }
 PHASE_FAILED = "PueuePhaseFailed"
+PHASE_FLOOD = "PueuePhaseFlood"
 UNTIL_RESOLVED = timedelta(days=30)
 ONE_SHOT = timedelta(hours=1)
 
@@ -196,6 +198,8 @@ def alerts(
             resolve(_labels(RESOLVING[event.event], event, level), event, at)
         elif event.event == "phase.completed" and event.data.get("outcome") == "failed":
             add(_labels(PHASE_FAILED, event, level), event, at, max(now, at) + ONE_SHOT)
+        elif event.event == "phase.flood":
+            add(_labels(PHASE_FLOOD, event, level), event, at, max(now, at) + ONE_SHOT)
     return out
 
 

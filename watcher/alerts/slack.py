@@ -48,6 +48,7 @@ _LABEL_MAX = 100  # one label, before escaping
 _SUMMARY_MAX = 600
 
 _TITLES = {
+    "phase.flood": "Phase alerts folded",
     "check.failed": "Check failed",
     "check.warned": "Check warning",
     "check.errored": "Check error",

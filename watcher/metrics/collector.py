@@ -13,8 +13,10 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from watcher import __version__
+from watcher.metrics.loop_lag import LoopLag
 from watcher.metrics.state import PHASE_OUTCOMES, POLL_DURATION_BUCKETS, MetricsState, StateView
 from watcher.pueue.model import COUNT_KEYS
+from watcher.sanitize import label
 
 # Probe values (keys of checks.probes.health.metrics()) exported per host. The per-second swap rates are
 # left out on purpose: rate() over the two counters gives them, over any window.
@@ -72,6 +74,9 @@ class _Families:
     outbox: GaugeMetricFamily
     delivery_failures: CounterMetricFamily
     heartbeat: GaugeMetricFamily
+    dropped: GaugeMetricFamily
+    loop_lag: GaugeMetricFamily
+    loop_lag_max: GaugeMetricFamily
     build_info: GaugeMetricFamily
 
     def __iter__(self) -> Iterator[Metric]:
@@ -161,15 +166,30 @@ def _families() -> _Families:
             "pueue_watcher_last_heartbeat_timestamp_seconds",
             "When the daemon's loop last reported itself alive (Unix time).",
         ),
+        dropped=_gauge(
+            "pueue_watcher_groups_dropped",
+            "Groups of the host that the per-host limits left out at its last poll: by count (over "
+            "watcher.max_groups) and by name length (over watcher.max_group_name).",
+            "host",
+            "reason",
+        ),
+        loop_lag=_gauge(
+            "pueue_watcher_event_loop_lag_seconds",
+            "The longest the daemon's event loop was held in the last minute (a late wake-up of its probe).",
+        ),
+        loop_lag_max=_gauge(
+            "pueue_watcher_event_loop_lag_max_seconds",
+            "The longest the daemon's event loop was held since the start.",
+        ),
         build_info=_gauge("pueue_watcher_build_info", "Always 1; the version of pueue-watcher.", "version"),
     )
 
 
-def _fill(f: _Families, view: StateView) -> None:
+def _fill(f: _Families, view: StateView, lag: LoopLag) -> None:
     for host in view.hosts.values():
         h = host.name
         for group in host.groups:
-            g = group.name
+            g = label(group.name)
             for status in COUNT_KEYS:
                 f.tasks.add_metric([h, g, status], group.counts.get(status, 0))
             f.parallel.add_metric([h, g], group.parallel)
@@ -180,9 +200,12 @@ def _fill(f: _Families, view: StateView) -> None:
         # Every group in view starts at 0 per outcome, so that increase() sees the first completion.
         completions = {(g.name, o): 0 for g in host.groups for o in PHASE_OUTCOMES} | dict(host.completions)
         for (g, outcome), count in sorted(completions.items()):
-            f.completions.add_metric([h, g, outcome], count)
+            f.completions.add_metric([h, label(g), outcome], count)
         for g, at in sorted(host.last_completion_at.items()):
-            f.last_completion.add_metric([h, g], at)
+            f.last_completion.add_metric([h, label(g)], at)
+        if host.dropped is not None:
+            f.dropped.add_metric([h, "count"], host.dropped.over_count)
+            f.dropped.add_metric([h, "name_length"], host.dropped.long_names)
         if host.state_file_bytes is not None:
             f.state_file.add_metric([h], host.state_file_bytes)
         f.cleans.add_metric([h], host.cleans)
@@ -196,9 +219,9 @@ def _fill(f: _Families, view: StateView) -> None:
         for reason, count in sorted(host.failures.items()):
             f.failures.add_metric([h, reason], count)
         for (g, check), value in sorted(host.checks.items()):
-            f.check_status.add_metric([h, g, check], value.code)
+            f.check_status.add_metric([h, label(g), check], value.code)
             if value.violations is not None:
-                f.check_violations.add_metric([h, g, check], value.violations)
+                f.check_violations.add_metric([h, label(g), check], value.violations)
         for key, family in f.probe_gauges.items():
             if (probe := host.probes.get(key)) is not None:
                 family.add_metric([h], probe)
@@ -211,6 +234,8 @@ def _fill(f: _Families, view: StateView) -> None:
         f.delivery_failures.add_metric([sink], count)
     if view.heartbeat_at is not None:
         f.heartbeat.add_metric([], view.heartbeat_at)
+    f.loop_lag.add_metric([], lag.recent_seconds)
+    f.loop_lag_max.add_metric([], lag.max_seconds)
     f.build_info.add_metric([__version__], 1)
 
 
@@ -226,7 +251,7 @@ class WatcherCollector:
 
     def collect(self) -> Iterator[Metric]:
         families = _families()
-        _fill(families, self._state.view())
+        _fill(families, self._state.view(), self._state.loop_lag)
         return iter(families)
 
 

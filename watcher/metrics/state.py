@@ -35,7 +35,9 @@ from watcher.errors import (
     HostUnreachable,
     PueueUnavailable,
 )
+from watcher.metrics.loop_lag import LoopLag
 from watcher.poll.poller import PollResult
+from watcher.poll.select import Dropped
 from watcher.progress import GroupProgress, progress
 
 #: Upper bounds of the poll-duration histogram, in seconds: an unchanged poll over a LAN takes tens of
@@ -112,6 +114,7 @@ class HostMetrics:
     last_completion_at: Mapping[str, float] = field(default_factory=dict)  # group → Unix time
     cleans: int = 0
     checks: Mapping[tuple[str, str], CheckValue] = field(default_factory=dict)  # (group, check) → value
+    dropped: Dropped | None = None  # groups the per-host limits left out at the last poll (poll/select.py)
     # The last probe sample and when it was taken, for swap rates; not exported.
     probe_sample: tuple[datetime, ProbeSample] | None = None
 
@@ -132,6 +135,21 @@ class StateView:
         return sum(1 for h in self.hosts.values() if h.up)
 
 
+def _pruned(host: HostMetrics) -> HostMetrics:
+    """Without the series of groups no longer in view (removed from pueue, or left out by the limits): they
+    would otherwise be exported for ever, one more set per group a host ever had."""
+    names = {g.name for g in host.groups}
+    if all(g in names for g, _ in host.completions) and all(g in names for g in host.last_completion_at) \
+            and all(g in names for g, _ in host.checks):  # fmt: skip
+        return host
+    return dataclasses.replace(
+        host,
+        completions={k: n for k, n in host.completions.items() if k[0] in names},
+        last_completion_at={g: at for g, at in host.last_completion_at.items() if g in names},
+        checks={k: v for k, v in host.checks.items() if k[0] in names},
+    )
+
+
 def _bump(counts: Mapping[Any, int], key: Any) -> dict[Any, int]:
     return {**counts, key: counts.get(key, 0) + 1}
 
@@ -144,6 +162,8 @@ class MetricsState:
         self._started = clock()
         self._lock = threading.Lock()
         self._view = StateView()
+        #: The event loop's lateness (loop_lag.py), set by the daemon; scrapes read its floats directly.
+        self.loop_lag = LoopLag()
 
     def view(self) -> StateView:
         """The current picture: immutable, so a scrape may read it at leisure."""
@@ -180,15 +200,19 @@ class MetricsState:
                 seconds = (result.at - previous[0]).total_seconds() if previous else 0.0
                 probes = probe_metrics(sample, rates(previous[1] if previous else None, sample, seconds))
                 probe_sample = (result.at, sample)
-            return dataclasses.replace(
-                host,
-                up=True,
-                last_success_at=now.timestamp(),
-                state_file_bytes=result.state_file_bytes,
-                groups=groups if groups is not None else host.groups,
-                probes=probes,
-                probe_sample=probe_sample,
-                durations=durations,
+            kept = groups if groups is not None else host.groups
+            return _pruned(
+                dataclasses.replace(
+                    host,
+                    up=True,
+                    last_success_at=now.timestamp(),
+                    state_file_bytes=result.state_file_bytes,
+                    groups=kept,
+                    probes=probes,
+                    probe_sample=probe_sample,
+                    durations=durations,
+                    dropped=result.dropped,
+                )
             )
 
         self._update(result.host, update)

@@ -6,14 +6,14 @@ import asyncio
 import dataclasses
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 
 import structlog
 
 from checks.probes.proc import ProbeParseError, ProbeSample, parse_block
-from watcher.config import HostConfig
+from watcher.config import HostConfig, WatcherSection
 from watcher.errors import HostError, HostTimeout, PueueParseError
 from watcher.poll.remote import (
     SESSION_END,
@@ -24,6 +24,7 @@ from watcher.poll.remote import (
     session_argv,
     session_request,
 )
+from watcher.poll.select import NONE_DROPPED, Dropped, select_groups
 from watcher.pueue.model import Snapshot, Status
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect
@@ -32,9 +33,13 @@ from watcher.transport import Transport
 log = structlog.get_logger("watcher.poll")
 
 # Payloads larger than this (and local state files, and anything compressed: a few KB of zstd can inflate to
-# the 1 GiB limit) are decompressed and parsed in a worker thread, so that one large or hostile host does not
-# stall the event loop, and with it every other host and the metrics endpoint.
+# the 1 GiB limit) are decompressed, parsed and digested in a worker thread, so that one large or hostile host
+# does not stall the event loop, and with it every other host and the metrics endpoint.
 _THREAD_THRESHOLD = 256 * 1024
+
+#: Defaults of watcher.max_groups and watcher.max_group_name (select.py says why there are limits).
+MAX_GROUPS = 200
+MAX_GROUP_NAME = 256
 
 
 def _probes(remote: RemoteState) -> ProbeSample | None:
@@ -58,6 +63,25 @@ def _parse(remote: RemoteState) -> Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class _Digest:
+    """What one payload comes to: the kept groups' snapshot, and what the poller keeps of the whole."""
+
+    snapshot: Snapshot
+    dropped: Dropped
+    file_counts: tuple[int, int]  # PollResult.file_done, file_tasks (of the whole document)
+    suspect: str | None
+
+
+def _digest(remote: RemoteState, globs: Sequence[str], max_groups: int, max_name: int,
+            keep: frozenset[str]) -> _Digest:  # fmt: skip
+    """Everything a payload costs in proportion to its size, in one call (a worker thread's, when large)."""
+    parsed = _parse(remote)
+    snapshot, dropped = select_groups(parsed, globs, max_groups=max_groups, max_name=max_name, keep=keep)
+    done = sum(t.status is Status.DONE for t in parsed.tasks)
+    return _Digest(snapshot, dropped, (done, len(parsed.tasks)), suspect(parsed, snapshot.groups))
+
+
+@dataclass(frozen=True, slots=True)
 class PollResult:
     host: str
     at: datetime
@@ -77,6 +101,7 @@ class PollResult:
     # `pueue status` output, whose DependencyFailed tasks the file still holds as Queued.
     file_done: int | None = None
     file_tasks: int | None = None
+    dropped: Dropped = NONE_DROPPED  # groups left out by the per-host limits (select.py)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +116,11 @@ class HostPoller:
     host: HostConfig
     transport: Transport
     timeout: float
+    max_groups: int = MAX_GROUPS
+    max_group_name: int = MAX_GROUP_NAME
+    #: The groups the watcher tracks: kept first when a host has more than ``max_groups`` (select.py).
+    keep: frozenset[str] = frozenset()
+    _dropped: Dropped = field(default=NONE_DROPPED, init=False)
     _fingerprint: str = field(default="", init=False)
     _snapshot: Snapshot | None = field(default=None, init=False)
     _requests: int = field(default=0, init=False)
@@ -136,6 +166,7 @@ class HostPoller:
             probes=_probes(remote),
             file_done=None if self._file_counts is None else self._file_counts[0],
             file_tasks=None if self._file_counts is None else self._file_counts[1],
+            dropped=self._dropped,
         )
 
     @property
@@ -197,13 +228,14 @@ class HostPoller:
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
         if remote.kind == "unchanged" and self._snapshot is not None:
             return self._snapshot
+        args = (remote, self.host.groups, self.max_groups, self.max_group_name, self.keep)
         if remote.kind == "handoff" or remote.encoding != "none" or len(remote.body) > _THREAD_THRESHOLD:
-            parsed = await asyncio.to_thread(_parse, remote)
+            digest = await asyncio.to_thread(_digest, *args)
         else:
-            parsed = _parse(remote)
-        snapshot = self._watched(parsed)
+            digest = _digest(*args)
+        snapshot = digest.snapshot
         if remote.kind in ("state", "handoff"):
-            self._file_counts = (sum(t.status is Status.DONE for t in parsed.tasks), len(parsed.tasks))
+            self._file_counts = digest.file_counts
         elif remote.kind != "confirm" or remote.fingerprint != self._fingerprint:
             self._file_counts = None  # `pueue status` alone, or a file that changed since it was read
         if remote.kind == "confirm" and remote.fingerprint == self._fingerprint:
@@ -213,20 +245,19 @@ class HostPoller:
         else:
             self._confirm_backoff = 1
         self._confirm_wait = self._confirm_backoff
-        self._suspect = suspect(parsed, snapshot.groups)
+        self._suspect = digest.suspect
+        self._dropped = digest.dropped
         # A state-file read can be skipped next time, and so can a confirmation: its fingerprint is that of
         # the file it stood in for. Plain `pueue status` output (no daemon, or no file) has none.
         self._fingerprint = remote.fingerprint if remote.kind in ("state", "handoff", "confirm") else ""
         self._snapshot = snapshot
         return snapshot
 
-    def _watched(self, snapshot: Snapshot) -> Snapshot:
-        globs = self.host.groups
-        if globs == ["*"]:
-            return snapshot
-        groups = {n: g for n, g in snapshot.groups.items() if any(fnmatchcase(n, p) for p in globs)}
-        tasks = tuple(t for t in snapshot.tasks if t.group in groups)
-        return Snapshot(groups=groups, tasks=tasks, format=snapshot.format)
+    @classmethod
+    def configured(cls, host: HostConfig, transport: Transport, watcher: WatcherSection) -> HostPoller:
+        """A poller with the ``[watcher]`` section's timeout and per-host limits."""
+        return cls(host, transport, watcher.host_timeout, max_groups=watcher.max_groups,
+                   max_group_name=watcher.max_group_name)  # fmt: skip
 
     def _failed(self, at: datetime, started: float, exc: HostError) -> PollResult:
         self._forget()

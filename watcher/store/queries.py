@@ -246,9 +246,14 @@ def dispatch(conn: sqlite3.Connection, routes: Mapping[str, Sequence[str]]) -> N
 
 
 def pending_deliveries(conn: sqlite3.Connection, sink: str, limit: int) -> list[Event]:
+    """The sink's next batch, fair between hosts: each host's events in order, the hosts taking turns (its
+    first pending event of every host, then the second of every host, ...), so that a host that floods the
+    outbox delays its own alerts, not another host's."""
     rows = conn.execute(
-        "SELECT e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-        " WHERE d.sink = ? AND d.status = 'pending' ORDER BY d.event_seq LIMIT ?",
+        "SELECT body FROM (SELECT e.body, d.event_seq,"
+        " row_number() OVER (PARTITION BY e.host ORDER BY d.event_seq) AS turn"
+        " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.status = 'pending')"
+        " ORDER BY turn, event_seq LIMIT ?",
         (sink, limit),
     )
     return [_event.decode(body) for (body,) in rows]

@@ -204,8 +204,11 @@ def _history(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from watcher import logs
     from watcher.history import history_document, history_table, load_history
 
+    # stdout is the document; the store's warnings (a state file narrowed to 0600) are the daemon's to report.
+    logs.configure(sys.stderr, level="error")
     code, phases = asyncio.run(load_history(settings, host=args.host, group=args.group))
     if code:
         return code

@@ -6,6 +6,7 @@
     ├── ConfigError                   the configuration file or environment is invalid (exit 2)
     ├── PueueParseError               pueue's JSON is malformed, truncated or of an unknown shape
     ├── StoreError                    the state database is foreign, corrupt, newer, or the disk is full
+    │   └── StorePathUnsafe           a link, another user's file, or a directory anyone may write to
     ├── ProbeParseError               (checks/probes/proc.py) a /proc or df text could not be read
     └── HostError                     one host could not be read; the others carry on
         ├── HostUnreachable           TCP connect failed, DNS failed, the connection dropped (temporary)
@@ -86,3 +87,11 @@ class StoreError(WatcherError):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class StorePathUnsafe(StoreError):
+    """A file of the state database is a symbolic link, not a regular file or another user's, or its directory
+    is writable by every user (``watcher/store/files.py``). Always permanent: an operator must look."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)

@@ -17,7 +17,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from watcher.errors import StoreError
 from watcher.phases.records import Event, PhaseRecord
-from watcher.store import queries, schema
+from watcher.store import files, queries, schema
 from watcher.store.connection import connect, translate
 from watcher.store.records import CheckRun, CleanRecord, GateAction
 
@@ -192,18 +192,14 @@ class Store:
 
 
 def _open(given: str, busy_timeout: float) -> tuple[str, sqlite3.Connection]:
-    """Inspect the file at ``given`` (when there is one), then open it and run the migrations."""
+    """Check the files at ``given`` (``files.py``), inspect an existing database, then open it and run the
+    migrations."""
     path = os.path.abspath(os.path.expanduser(given))
     try:
-        _make_parents(os.path.dirname(path))
-        if os.path.lexists(path):
-            if not os.path.isfile(path):
-                raise StoreError(f"{path}: not a regular file; refusing to touch it", permanent=True)
+        files.make_parents(os.path.dirname(path))
+        if files.check(path):
             schema.inspect(path)
-        else:
-            # The state names hosts, groups and task labels: keep it to its owner. SQLite gives the -wal and
-            # -shm files the permissions of the database.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        files.narrow(path)
     except OSError as exc:
         raise StoreError(f"{path}: cannot create the state database: {exc.strerror}", permanent=True) from exc
     try:
@@ -218,17 +214,3 @@ def _open(given: str, busy_timeout: float) -> tuple[str, sqlite3.Connection]:
             raise translate(exc, path, "migrating the state database") from exc
         raise
     return path, conn
-
-
-def _make_parents(directory: str) -> None:
-    """Create ``directory`` and its missing parents, each 0o700 (``os.makedirs`` applies the mode to the
-    last one only)."""
-    missing: list[str] = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    for each in reversed(missing):
-        os.mkdir(each, 0o700)

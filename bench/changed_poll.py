@@ -28,6 +28,7 @@ def run() -> dict[str, Any]:
     from watcher.poll.remote import RemoteState
     from watcher.pueue.model import Snapshot, Status
     from watcher.pueue.staleness import suspect
+    from watcher.transport.base import MAX_ANSWER_BYTES
 
     state = large_state() / "state.json"
     path = str(state).encode()
@@ -41,7 +42,7 @@ def run() -> dict[str, Any]:
     for poll in range(POLLS + 1):
         at = datetime.now(UTC)
         clock = [time.process_time()]
-        snapshot = _parse(remote)
+        snapshot = _parse(remote, MAX_ANSWER_BYTES)
         previous = None  # the poller drops the last snapshot as it keeps the new one
         clock.append(time.process_time())
         counts = (sum(t.status is Status.DONE for t in snapshot.tasks), len(snapshot.tasks))

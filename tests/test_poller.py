@@ -13,8 +13,7 @@ from watcher.config import HostConfig
 from watcher.errors import HostKeyRejected, HostUnreachable
 from watcher.poll.poller import HostPoller
 from watcher.poll.remote import MARKER
-from watcher.transport import base
-from watcher.transport.base import MAX_STDERR_BYTES, STDERR_TAIL_BYTES, CommandResult
+from watcher.transport.base import MAX_STDERR_BYTES, STDERR_TAIL_BYTES, CommandResult, size_text
 
 HOST = HostConfig(name="h", groups=["btc-*", "default"])
 
@@ -119,14 +118,12 @@ async def test_a_local_handoff_to_a_fifo_or_a_symlink_is_refused(tmp_path: Path,
     ]
 
 
-async def test_a_local_gzip_bomb_is_refused_at_the_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_local_gzip_bomb_is_refused_at_the_limit(tmp_path: Path) -> None:
     """A state.json.gz that inflates past the answer limit is refused there, not decompressed whole."""
-    monkeypatch.setattr(base, "MAX_ANSWER_BYTES", 8 << 20)
     bomb = tmp_path / "state.json.gz"
     bomb.write_bytes(gzip.compress(b"\0" * (64 << 20), compresslevel=9))
-    result = await HostPoller(LOCAL, FakeTransport([handoff_answer(bomb)]), timeout=5).poll()
+    fake = FakeTransport([handoff_answer(bomb)])
+    result = await HostPoller(LOCAL, fake, timeout=5, max_answer_bytes=8 << 20).poll()
     assert result.error == "the gzip payload decompresses to more than 8 MiB"
 
 
@@ -161,3 +158,37 @@ async def test_256_mib_of_stderr_is_kept_to_its_cap() -> None:
     assert len(first.error) < 400
     assert second.error is not None
     assert second.error.startswith("pueue status failed (exit 3): �: �")
+
+
+@pytest.mark.parametrize(
+    ("flood", "error"),
+    [
+        (Flood(MARKER, b"x\n", 64 << 20, exit_status=0), "the poll header is over 8 KiB (exit 0)"),
+        (Flood(MARKER + b"probe-begin\n", b"--x\n", 64 << 20, exit_status=0),
+         "the probe block is over 16 KiB (exit 0): "),
+        (Flood(b"", b"", 0, stdout_flood=b"no marker\n", stdout_flood_bytes=64 << 20, exit_status=0),
+         "unexpected answer from the host (exit 0): "),
+    ],
+)  # fmt: skip
+async def test_a_header_that_is_wrong_stops_the_reading_early(flood: Flood, error: str) -> None:
+    """64 MiB of header lines, of probe block, or of anything without the marker: the answer is refused
+    once its first HEAD_BYTES show it, not after the 64 MiB. The poller's answer cap is 32 MiB here, so an
+    answer read to the end would fail on the cap instead."""
+    if not flood.stdout_flood:
+        flood = Flood(flood.stdout, b"", 0, exit_status=0, stdout_flood=flood.stderr_chunk,
+                      stdout_flood_bytes=flood.stderr_bytes)  # fmt: skip
+    host = HostConfig(name="h", probes=True)
+    result = await HostPoller(host, FakeTransport([flood]), timeout=5, max_answer_bytes=32 << 20).poll()
+    assert result.error == error
+
+
+async def test_an_answer_over_the_cap_is_refused(fixtures_dir: Path) -> None:
+    """watcher.max_answer_bytes bounds both what is read and what a payload decompresses to."""
+    payload = (fixtures_dir / "v4_status.json").read_bytes()
+    plain = CommandResult(0, MARKER + b"file state.json 1 1.5 7\ndaemon up\nstate none\n" + payload, b"")
+    small = len(payload) // 2
+    read = await HostPoller(HOST, FakeTransport([plain]), timeout=5, max_answer_bytes=small).poll()
+    inflated = await HostPoller(HOST, FakeTransport([state_answer(payload)]), timeout=5,
+                                max_answer_bytes=small).poll()  # fmt: skip
+    assert read.error == f"the host's answer is larger than {size_text(small)}"
+    assert inflated.error == f"the gzip payload decompresses to more than {size_text(small)}"

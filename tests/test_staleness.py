@@ -22,7 +22,7 @@ from watcher.poll.poller import HostPoller
 from watcher.poll.remote import MARKER
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.pueue.staleness import suspect
-from watcher.transport.base import CommandResult
+from watcher.transport.base import CommandResult, HeadCheck
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -174,7 +174,9 @@ async def test_a_fresh_poller_confirms_a_suspect_file_at_once() -> None:
 class AnswersByRequest(FakeTransport):
     """Answers a confirmation (read_state = 0) with `pueue status`, anything else with "unchanged"."""
 
-    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, limit: int | None = None, head: HeadCheck | None = None
+    ) -> CommandResult:
         self.calls.append(list(argv))
         if argv[8] == "0":
             return _answer("status gzip", _document(False))

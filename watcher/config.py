@@ -81,6 +81,12 @@ class WatcherSection(_Section):
     max_group_name: int = Field(
         256, ge=16, le=4096, description="A group whose name has more characters than this is not watched."
     )
+    max_answer_bytes: Size = Field(
+        1 << 30,
+        description="The most read of one host's answer, and the most its state file may decompress to "
+        "('256MB'); a larger one fails the poll. Far above a real pueue state (53,000 tasks are 76 MB): it "
+        "bounds what a broken or hostile host can make the watcher hold.",
+    )
     max_phase_alerts_per_hour: int = Field(
         120,
         ge=1,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from watcher.errors import HostError
-from watcher.transport.base import CHUNK, CommandResult, read_stderr, read_stream
+from watcher.transport.base import CHUNK, CommandResult, HeadCheck, read_stderr, read_stream
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,23 @@ class Flood:
     stderr_bytes: int
     stderr_end: bytes = b""
     exit_status: int = 1
+    #: After ``stdout``, this chunk repeated for ``stdout_flood_bytes`` (a header without end, say).
+    stdout_flood: bytes = b""
+    stdout_flood_bytes: int = 0
+
+
+class _Bytes:
+    """``data`` in CHUNK pieces, then ``rest``'s."""
+
+    def __init__(self, data: bytes | bytearray, rest: _Stream | None = None) -> None:
+        self._data = memoryview(bytes(data))
+        self._rest = rest
+
+    async def read(self, n: int = -1, /) -> bytes:
+        if self._data:
+            chunk, self._data = self._data[:CHUNK], self._data[CHUNK:]
+            return bytes(chunk)
+        return await self._rest.read(n) if self._rest is not None else b""
 
 
 class _Stream:
@@ -46,15 +63,21 @@ class FakeTransport:
     #: What each run returned, as the poller received it.
     results: list[CommandResult] = field(default_factory=list)
 
-    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, limit: int | None = None, head: HeadCheck | None = None
+    ) -> CommandResult:
         self.calls.append(list(argv))
         answer = self.answers.pop(0)
         if isinstance(answer, HostError):
             raise answer
         if isinstance(answer, Flood):
-            stdout = await read_stream(_Stream(answer.stdout, len(answer.stdout), b""))
+            flood = _Stream(answer.stdout_flood, answer.stdout_flood_bytes, b"")
+            stdout = await read_stream(_Bytes(answer.stdout, flood), limit, head)
             stderr = await read_stderr(_Stream(answer.stderr_chunk, answer.stderr_bytes, answer.stderr_end))
             answer = CommandResult(answer.exit_status, stdout, stderr)
+        else:  # read as the real transports read it: the same limit and the same look at its head
+            stdout = await read_stream(_Bytes(answer.stdout), limit, head)
+            answer = CommandResult(answer.exit_status, stdout, answer.stderr)
         self.results.append(answer)
         return answer
 

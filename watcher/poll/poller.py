@@ -18,6 +18,7 @@ from watcher.errors import HostError, HostTimeout, PueueParseError
 from watcher.poll.remote import (
     SESSION_END,
     RemoteState,
+    check_head,
     poll_argv,
     read_output,
     release,
@@ -29,6 +30,7 @@ from watcher.pueue.model import Snapshot, Status
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect
 from watcher.transport import Transport
+from watcher.transport.base import MAX_ANSWER_BYTES
 
 log = structlog.get_logger("watcher.poll")
 
@@ -51,8 +53,8 @@ def _probes(remote: RemoteState) -> ProbeSample | None:
         return None
 
 
-def _parse(remote: RemoteState) -> Snapshot:
-    payload = remote.payload()
+def _parse(remote: RemoteState, limit: int) -> Snapshot:
+    payload = remote.payload(limit)
     try:
         decoded = decode_status(payload)
     finally:
@@ -72,10 +74,10 @@ class _Digest:
     suspect: str | None
 
 
-def _digest(remote: RemoteState, globs: Sequence[str], max_groups: int, max_name: int,
+def _digest(remote: RemoteState, limit: int, globs: Sequence[str], max_groups: int, max_name: int,
             keep: frozenset[str]) -> _Digest:  # fmt: skip
     """Everything a payload costs in proportion to its size, in one call (a worker thread's, when large)."""
-    parsed = _parse(remote)
+    parsed = _parse(remote, limit)
     snapshot, dropped = select_groups(parsed, globs, max_groups=max_groups, max_name=max_name, keep=keep)
     done = sum(t.status is Status.DONE for t in parsed.tasks)
     return _Digest(snapshot, dropped, (done, len(parsed.tasks)), suspect(parsed, snapshot.groups))
@@ -118,6 +120,7 @@ class HostPoller:
     timeout: float
     max_groups: int = MAX_GROUPS
     max_group_name: int = MAX_GROUP_NAME
+    max_answer_bytes: int = MAX_ANSWER_BYTES  # the most read of one answer, and a payload decompresses to
     #: The groups the watcher tracks: kept first when a host has more than ``max_groups`` (select.py).
     keep: frozenset[str] = frozenset()
     _dropped: Dropped = field(default=NONE_DROPPED, init=False)
@@ -202,7 +205,8 @@ class HostPoller:
         return dataclasses.replace(remote, kind="confirm")
 
     async def _run(self, argv: list[str]) -> RemoteState:
-        result = await self.transport.run(argv, timeout=self.timeout)
+        result = await self.transport.run(argv, timeout=self.timeout, limit=self.max_answer_bytes,
+                                          head=check_head)  # fmt: skip
         # Only an answer from this machine may name a file for the watcher to open (a handoff).
         local = self.host.transport == "local"
         return read_output(result.stdout, result.stderr, result.exit_status, local=local)
@@ -228,7 +232,8 @@ class HostPoller:
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
         if remote.kind == "unchanged" and self._snapshot is not None:
             return self._snapshot
-        args = (remote, self.host.groups, self.max_groups, self.max_group_name, self.keep)
+        limits = (self.max_answer_bytes, self.host.groups, self.max_groups, self.max_group_name, self.keep)
+        args = (remote, *limits)
         if remote.kind == "handoff" or remote.encoding != "none" or len(remote.body) > _THREAD_THRESHOLD:
             digest = await asyncio.to_thread(_digest, *args)
         else:
@@ -257,7 +262,8 @@ class HostPoller:
     def configured(cls, host: HostConfig, transport: Transport, watcher: WatcherSection) -> HostPoller:
         """A poller with the ``[watcher]`` section's timeout and per-host limits."""
         return cls(host, transport, watcher.host_timeout, max_groups=watcher.max_groups,
-                   max_group_name=watcher.max_group_name)  # fmt: skip
+                   max_group_name=watcher.max_group_name,
+                   max_answer_bytes=watcher.max_answer_bytes)  # fmt: skip
 
     def _failed(self, at: datetime, started: float, exc: HostError) -> PollResult:
         self._forget()

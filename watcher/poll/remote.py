@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from checks.probes.proc import PROBE_SCRIPT
 from watcher.config import HostConfig
-from watcher.errors import BadPollOutput, PueueUnavailable
+from watcher.errors import BadPollOutput, HostError, PueueUnavailable
 from watcher.transport import base
 from watcher.transport.base import CHUNK, MAX_ANSWER_BYTES
 
@@ -359,12 +359,13 @@ class RemoteState:
     wire_bytes: int  # bytes of stdout, as transferred
     probe_text: str | None = None  # the probe block, when probes were asked for
 
-    def payload(self) -> bytes | bytearray | memoryview:
-        """The JSON document: decompressed, or read from the local file. CPU-heavy for a large state (or a
-        compression bomb, up to its limit), so the poller calls it from a worker thread."""
+    def payload(self, limit: int = MAX_ANSWER_BYTES) -> bytes | bytearray | memoryview:
+        """The JSON document: decompressed, or read from the local file, at most ``limit`` bytes. CPU-heavy
+        for a large state (or a compression bomb, up to its limit), so the poller calls it from a worker
+        thread."""
         if self.kind == "handoff":
-            return read_local_state(bytes(self.body).decode())
-        return _decompress(self.body, self.encoding)
+            return read_local_state(bytes(self.body).decode(), limit)
+        return _decompress(self.body, self.encoding, limit)
 
 
 def poll_argv(host: HostConfig, known: str, *, confirm: bool = False) -> list[str]:
@@ -395,6 +396,26 @@ def session_request(host: HostConfig, known: str, token: str) -> bytes | None:
 _RC = re.compile(rb"pueue-watcher-rc ([0-9]{1,10})\s*$")  # bounded: int() refuses 4300 digits
 _RC_TAIL = 256
 _DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+#: How much of an answer shows whether its header is whole and within its bounds: the preamble, the probe
+#: block and the header lines, each at its longest.
+HEAD_BYTES = MAX_PREAMBLE_BYTES + len(MARKER) + MAX_PROBE_BYTES + len(b"probe-begin\n") + MAX_HEADER_BYTES
+
+
+def check_head(stdout: bytearray) -> bool:
+    """A :data:`~watcher.transport.base.HeadCheck` of a poll's answer: once :data:`HEAD_BYTES` have come,
+    an answer whose header is missing or over its bounds is refused there, without reading the rest (a host
+    that prints 64 MiB of header lines costs the watcher 96 KiB, not 64 MiB)."""
+    if len(stdout) < HEAD_BYTES:
+        return False
+    try:
+        read_output(bytes(stdout[:HEAD_BYTES]), b"", 0, local=True)
+    except BadPollOutput:
+        raise
+    except HostError:
+        pass  # pueue's own failure: the whole answer (and stderr) says which, as usual
+    return True
 
 
 def read_output(
@@ -544,7 +565,7 @@ def _decompress(
     except Exception as exc:
         raise BadPollOutput(f"cannot decompress the {encoding} payload: {exc}") from None
     if len(out) > limit:
-        raise BadPollOutput(f"the {encoding} payload decompresses to more than {limit >> 20} MiB")
+        raise BadPollOutput(f"the {encoding} payload decompresses to more than {base.size_text(limit)}")
     return out
 
 

@@ -6,7 +6,7 @@ shell; the local transport executes them directly. Nothing else in the project b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,11 @@ MAX_ANSWER_BYTES = 1 << 30
 MAX_STDERR_BYTES = 64 << 10
 STDERR_TAIL_BYTES = 1 << 10
 
+#: A look at the beginning of an answer while it arrives: given what has come so far, it returns True once
+#: it has seen enough (False: not yet), or raises a HostError to stop reading there. A host whose answer is
+#: already wrong in its first kilobytes (a header without end) then costs those kilobytes, not the answer.
+HeadCheck = Callable[[bytearray], bool]
+
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
@@ -35,9 +40,12 @@ class CommandResult:
 class Transport(Protocol):
     """Runs commands on one host. Implementations keep their connection between calls."""
 
-    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, limit: int | None = None, head: HeadCheck | None = None
+    ) -> CommandResult:
         """Run ``argv`` and return its result; raise a :class:`~watcher.errors.HostError` when the host
-        cannot be reached or the command outlives ``timeout`` seconds."""
+        cannot be reached or the command outlives ``timeout`` seconds. ``limit`` and ``head`` bound what is
+        read of its stdout (:func:`read_stream`)."""
         ...
 
     async def ask(self, argv: Sequence[str], request: bytes, until: bytes, *, timeout: float) -> bytes | None:
@@ -57,20 +65,33 @@ class Transport(Protocol):
         ...
 
 
+def size_text(size: int) -> str:
+    """A byte count as people read it in a message: "1 GiB", "32 MiB", "1.5 KiB", "700 bytes"."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.3g} {unit}"
+    return f"{size} bytes"
+
+
 class _ByteStream(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
 
 
-async def read_stream(stream: _ByteStream, limit: int | None = None) -> bytearray:
+async def read_stream(
+    stream: _ByteStream, limit: int | None = None, head: HeadCheck | None = None
+) -> bytearray:
     """Read to EOF into one growing buffer. Joining a list of chunks at the end would need the whole answer
     twice in memory; a bytearray grows in place (glibc moves large blocks with mremap, without copying).
-    More than ``limit`` bytes (default :data:`MAX_ANSWER_BYTES`) is a :class:`BadPollOutput`."""
+    More than ``limit`` bytes (default :data:`MAX_ANSWER_BYTES`) is a :class:`BadPollOutput`; ``head`` may
+    stop the reading earlier (:data:`HeadCheck`)."""
     limit = MAX_ANSWER_BYTES if limit is None else limit
     buffer = bytearray()
     while chunk := await stream.read(CHUNK):
         buffer += chunk
+        if head is not None and head(buffer):
+            head = None
         if len(buffer) > limit:
-            raise BadPollOutput(f"the host's answer is larger than {limit >> 20} MiB")
+            raise BadPollOutput(f"the host's answer is larger than {size_text(limit)}")
     return buffer
 
 

@@ -9,13 +9,15 @@ import signal
 from collections.abc import Sequence
 
 from watcher.errors import HostError, HostTimeout, HostUnreachable
-from watcher.transport.base import CommandResult, read_stderr, read_stream
+from watcher.transport.base import CommandResult, HeadCheck, read_stderr, read_stream
 
 
 class LocalTransport:
     """Runs commands on this machine; each command in its own process group, so a timeout kills it all."""
 
-    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, limit: int | None = None, head: HeadCheck | None = None
+    ) -> CommandResult:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -31,7 +33,9 @@ class LocalTransport:
         assert proc.stderr is not None
         try:
             async with asyncio.timeout(timeout):
-                stdout, stderr = await asyncio.gather(read_stream(proc.stdout), read_stderr(proc.stderr))
+                stdout, stderr = await asyncio.gather(
+                    read_stream(proc.stdout, limit, head), read_stderr(proc.stderr)
+                )
                 await proc.wait()
         except (TimeoutError, asyncio.CancelledError, HostError) as exc:
             with contextlib.suppress(ProcessLookupError):

@@ -29,7 +29,7 @@ from watcher.errors import (
     HostTimeout,
     HostUnreachable,
 )
-from watcher.transport.base import CommandResult, read_stderr, read_stream
+from watcher.transport.base import CommandResult, HeadCheck, read_stderr, read_stream
 
 # A connection that dies under a command: asyncssh reports a lost or closed connection as a DisconnectError
 # (ConnectionLost), but a reset that hits one of its writes surfaces as the socket's own OSError
@@ -57,13 +57,15 @@ class SSHTransport:
         port = f":{self._host.port}" if self._host.port else ""
         return f"{self._host.destination}{port}"
 
-    async def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, limit: int | None = None, head: HeadCheck | None = None
+    ) -> CommandResult:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         reused = self._conn is not None and not self._conn.is_closed()
         conn = await self._connection(timeout)
         try:
-            return await self._run(conn, argv, deadline - loop.time())
+            return await self._run(conn, argv, deadline - loop.time(), limit, head)
         except _LOST as exc:
             await self._drop()
             if not reused:
@@ -71,7 +73,7 @@ class SSHTransport:
         # The cached connection had died since the last poll (a reboot, a dropped link): one fresh try.
         conn = await self._connection(max(deadline - loop.time(), 0.001))
         try:
-            return await self._run(conn, argv, deadline - loop.time())
+            return await self._run(conn, argv, deadline - loop.time(), limit, head)
         except _LOST as exc:
             await self._drop()
             raise HostUnreachable(f"{self.where}: connection lost: {_reason(exc)}") from exc
@@ -139,7 +141,12 @@ class SSHTransport:
         await self._drop()
 
     async def _run(
-        self, conn: asyncssh.SSHClientConnection, argv: Sequence[str], timeout: float
+        self,
+        conn: asyncssh.SSHClientConnection,
+        argv: Sequence[str],
+        timeout: float,
+        limit: int | None,
+        head: HeadCheck | None,
     ) -> CommandResult:
         if timeout <= 0:
             raise HostTimeout(f"{self.where}: no time left to run the command")
@@ -147,7 +154,7 @@ class SSHTransport:
         try:
             async with asyncio.timeout(timeout):
                 stdout, stderr = await asyncio.gather(
-                    read_stream(process.stdout), read_stderr(process.stderr)
+                    read_stream(process.stdout, limit, head), read_stderr(process.stderr)
                 )
                 done = await process.wait(check=False)
         except TimeoutError:

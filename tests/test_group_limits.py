@@ -235,3 +235,21 @@ async def test_a_flooding_host_does_not_hold_back_another_hosts_alert(tmp_path: 
         assert [e.id for e in batch if e.host == "noisy"] == [f"e{i}" for i in range(49)]  # in order
     finally:
         await store.close()
+
+
+async def test_a_megabyte_task_label_is_cut_in_the_phase_record(tmp_path: Path) -> None:
+    """A failed task's label is the host's text: the phase record (store, events) keeps 200 characters."""
+    running = json.loads(state_doc({"p1": "Running"}))
+    done = json.loads(state_doc({"p1": "Done"}))
+    failed = done["tasks"]["0"]
+    failed["label"] = "L" * (1 << 20)
+    failed["status"]["Done"]["result"] = {"Failed": 1}
+    docs = [json.dumps(running).encode(), json.dumps(done).encode()]
+    events, store, daemon = await run_polls(tmp_path, docs)
+    try:
+        (completed,) = [e for e in events if e.event == "phase.completed"]
+        (label,) = completed.data["failed_labels"]
+        assert len(label) == 200 and label.endswith("…")
+    finally:
+        await daemon.close()
+        await store.close()

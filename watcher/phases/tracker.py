@@ -44,6 +44,16 @@ _STATE = attrgetter("state")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: A task label is the host's text: kept to this many characters in a phase record (its store row, events).
+MAX_LABEL = 200
+
+
+def _label(label: str | None, task_id: int) -> str:
+    if not label:
+        return f"#{task_id}"
+    return label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+
+
 def micros(moment: datetime) -> int:
     """An aware datetime as integer microseconds since the epoch (exact, unlike float timestamps)."""
     delta = moment - _EPOCH
@@ -342,7 +352,7 @@ def _close(
         tasks=len(members),
         first_start=from_micros(min(starts)) if starts else None,
         last_end=from_micros(max(ends)) if ends else None,
-        failed_labels=[m.label or f"#{m.id}" for m in failed[:MAX_FAILED_LABELS]],
+        failed_labels=[_label(m.label, m.id) for m in failed[:MAX_FAILED_LABELS]],
         fired=fired,
     )
     newest = max(m.created for m in members)

@@ -151,7 +151,9 @@ class BoundedWSGIServer(WSGIServer):
             selector.register(conn, selectors.EVENT_READ)
 
     def _read(self, selector: selectors.BaseSelector, conn: socket.socket) -> None:
-        pending = self._pending[conn]
+        pending = self._pending.get(conn)
+        if pending is None:  # dropped earlier in this round, to make room for a new connection
+            return
         try:
             chunk = conn.recv(MAX_HEAD + 1 - len(pending.head))
         except (BlockingIOError, InterruptedError):

@@ -87,17 +87,26 @@ def test_groups_outside_the_globs_are_neither_kept_nor_counted() -> None:
     assert (dropped.over_count, dropped.tracked) == (1, frozenset())
 
 
-async def test_a_host_with_thousands_of_groups_keeps_the_limit() -> None:
-    """5,000 groups: the poller keeps 50 (and their tasks only) and says how many it left out."""
-    groups = {f"g{i:05d}": "Running" for i in range(5000)} | {"y" * 300: "Running"}
+async def test_a_host_with_hundreds_of_groups_keeps_the_limit() -> None:
+    """900 groups: the poller keeps 50 (and their tasks only) and says how many it left out."""
+    groups = {f"g{i:05d}": "Running" for i in range(899)} | {"y" * 300: "Running"}
     fake = FakeTransport([answer(state_doc(groups), "1 1.0 1")])
     poller = HostPoller(HostConfig(name="h"), fake, timeout=30, max_groups=50, max_group_name=256)
     result = await poller.poll()
     assert result.ok and result.snapshot is not None
     assert len(result.snapshot.groups) == 50
     assert {t.group for t in result.snapshot.tasks} == set(result.snapshot.groups)
-    assert (result.dropped.over_count, result.dropped.long_names) == (4950, 1)
-    assert result.file_tasks == 5001  # the whole file is still counted (hygiene's guard)
+    assert (result.dropped.over_count, result.dropped.long_names) == (849, 1)
+    assert result.file_tasks == 900  # the whole file is still counted (hygiene's guard)
+
+
+async def test_a_host_with_far_more_groups_than_it_may_have_is_not_read() -> None:
+    """Over 20 times max_groups, the groups are not decoded at all: the poll fails with one line."""
+    groups = {f"g{i:05d}": "Running" for i in range(1001)}
+    fake = FakeTransport([answer(state_doc(groups), "1 1.0 1")])
+    result = await HostPoller(HostConfig(name="h"), fake, timeout=30, max_groups=50).poll()
+    assert result.reason == "parse"
+    assert result.error is not None and result.error.startswith("the host lists over 1000 groups (")
 
 
 async def run_polls(tmp_path: Path, docs: list[bytes], **watcher: Any) -> tuple[list[Event], Store, Daemon]:

@@ -41,6 +41,11 @@ class PueueParseError(WatcherError):
     """Pueue's JSON could not be read. The message names the task or the byte offset."""
 
 
+class TooManyGroups(PueueParseError):
+    """A document lists far more groups than the watcher keeps of a host (poll/select.py): it is not read
+    further, so that a host cannot make the watcher build (and hold the GIL for) hundreds of thousands."""
+
+
 class HostError(WatcherError):
     """One host could not be polled. ``reason`` is a short machine-readable label for metrics."""
 

@@ -76,6 +76,12 @@ class Outbox:
         self._wake = {config.name: asyncio.Event() for config in self._configs}
         self._store_error: str | None = None  # the store's failure in force, logged once
         self.undispatched = False  # a flush failed: committed events wait for the next one
+        if any(config.kind != "console" for config in self._configs):
+            # Imported and built here, before the daemon's loop runs: importing httpx takes over 100 ms,
+            # which at the first delivery would hold every host's poll (bench/, loop_lag.py).
+            import httpx
+
+            self._client = httpx.AsyncClient()
 
     async def flush(self) -> list[Event]:
         """Dispatch every committed, undispatched event to its sinks; wake their workers. When the store
@@ -187,9 +193,5 @@ class Outbox:
     def _sink(self, config: AlertConfig) -> Sink:
         sink = self._sinks.get(config.name)
         if sink is None:
-            if config.kind != "console" and self._client is None:
-                import httpx
-
-                self._client = httpx.AsyncClient()
             sink = self._sinks[config.name] = build_sink(config, self._client)
         return sink

@@ -14,7 +14,7 @@ import structlog
 
 from checks.probes.proc import ProbeParseError, ProbeSample, parse_block
 from watcher.config import HostConfig, WatcherSection
-from watcher.errors import HostError, HostTimeout, PueueParseError
+from watcher.errors import HostError, HostTimeout, PueueParseError, TooManyGroups
 from watcher.poll.remote import (
     SESSION_END,
     RemoteState,
@@ -53,7 +53,12 @@ def _probes(remote: RemoteState) -> ProbeSample | None:
         return None
 
 
-def _parse(remote: RemoteState, limit: int) -> Snapshot:
+#: A document with more groups than this many times ``max_groups`` is not read at all (TooManyGroups): up to
+#: it, decoding costs a few milliseconds, and the groups kept are chosen (select.py).
+GROUPS_CEILING = 20
+
+
+def _parse(remote: RemoteState, limit: int, max_groups: int | None = None) -> Snapshot:
     payload = remote.payload(limit)
     try:
         decoded = decode_status(payload)
@@ -61,7 +66,7 @@ def _parse(remote: RemoteState, limit: int) -> Snapshot:
         # The document is not needed while the tasks are built: unmap a local file, drop a decompressed one.
         release(payload)
         del payload
-    return snapshot_of(decoded)
+    return snapshot_of(decoded, None if max_groups is None else max_groups * GROUPS_CEILING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,7 @@ class _Digest:
 def _digest(remote: RemoteState, limit: int, globs: Sequence[str], max_groups: int, max_name: int,
             keep: frozenset[str]) -> _Digest:  # fmt: skip
     """Everything a payload costs in proportion to its size, in one call (a worker thread's, when large)."""
-    parsed = _parse(remote, limit)
+    parsed = _parse(remote, limit, max_groups)
     snapshot, dropped = select_groups(parsed, globs, max_groups=max_groups, max_name=max_name, keep=keep)
     done = sum(t.status is Status.DONE for t in parsed.tasks)
     return _Digest(snapshot, dropped, (done, len(parsed.tasks)), suspect(parsed, snapshot.groups))
@@ -154,9 +159,8 @@ class HostPoller:
             return self._failed(at, started, exc)
         except PueueParseError as exc:
             self._forget()
-            return PollResult(
-                self.host.name, at, time.monotonic() - started, error=f"bad pueue JSON: {exc}", reason="parse"
-            )
+            error = str(exc) if isinstance(exc, TooManyGroups) else f"bad pueue JSON: {exc}"
+            return PollResult(self.host.name, at, time.monotonic() - started, error=error, reason="parse")
         return PollResult(
             host=self.host.name,
             at=at,

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from watcher.errors import PueueParseError
+from watcher.errors import PueueParseError, TooManyGroups
 from watcher.pueue.model import BytesLike, Group, Result, Snapshot, Status, Task, state_key
 
 #: pueue (chrono) always writes a UTC offset; a time without one cannot be compared with any other.
@@ -83,8 +83,8 @@ class _Group(msgspec.Struct):
 
 class _State(msgspec.Struct):
     tasks: dict[int, _Task]  # int keys: smaller than 53,000 strings
-    # pueue < 3.0 wrote a bare status string per group; tolerate it.
-    groups: dict[str, _Group | str]
+    # Kept raw, skipped at C speed: the groups are decoded once they are known to be few (_groups_of).
+    groups: msgspec.Raw
 
 
 class _RawTasks(msgspec.Struct):
@@ -110,7 +110,10 @@ def decode_status(data: BytesLike) -> Decoded:
         decoded = _decode_mapped(data, data.obj)
         if decoded is not None:
             return decoded
-    return Decoded(_decode(_state_decoder, data))
+    state = _decode(_state_decoder, data)
+    # The raw groups would keep the caller's buffer (a mapped file) exported, and so unreleasable.
+    state.groups = state.groups.copy()
+    return Decoded(state)
 
 
 class Decoded:
@@ -200,12 +203,15 @@ def _build(built: dict[int, Task], part: dict[int, _Task]) -> bool:
     return is_v3
 
 
-def snapshot_of(decoded: Decoded) -> Snapshot:
+def snapshot_of(decoded: Decoded, max_groups: int | None = None) -> Snapshot:
+    """The snapshot of a decoded document. ``max_groups``: more groups than this is :class:`TooManyGroups`,
+    found before any of them is decoded."""
     state = decoded.state
+    groups = _groups_of(state.groups, max_groups)
     if decoded.built is not None:
         built, is_v3 = decoded.built
         fmt = ("v3" if is_v3 else "v4") if built else "unknown"
-        return Snapshot(groups=_groups(state.groups), tasks=tuple(built), format=fmt)
+        return Snapshot(groups=groups, tasks=tuple(built), format=fmt)
     tasks = []
     is_v3 = False
     # Tens of thousands of small objects: the cyclic GC would rescan them several times for nothing.
@@ -222,7 +228,24 @@ def snapshot_of(decoded: Decoded) -> Snapshot:
         if gc_was_enabled:
             gc.enable()
     fmt = ("v3" if is_v3 else "v4") if tasks else "unknown"
-    return Snapshot(groups=_groups(state.groups), tasks=tuple(tasks), format=fmt)
+    return Snapshot(groups=groups, tasks=tuple(tasks), format=fmt)
+
+
+def _groups_of(raw: msgspec.Raw, limit: int | None) -> dict[str, Group]:
+    """The ``groups`` object, decoded only when it holds at most about ``limit`` entries. An entry as pueue
+    writes it (``"name":{"status":…,"parallel_tasks":…}``) holds one comma and is followed by another, and a
+    comma inside a name only raises the count: more than ``2 * limit`` commas, found in one C-speed pass, is
+    more than ``limit`` groups."""
+    if limit is not None:
+        with memoryview(raw) as view:
+            step = 1 << 20  # a copy of a MiB at a time: a memoryview cannot count
+            commas = sum(view[i : i + step].tobytes().count(b",") for i in range(0, view.nbytes, step))
+        if commas + 1 > 2 * limit:
+            raise TooManyGroups(f"the host lists over {limit} groups ({commas} commas in them): not read")
+    try:
+        return _groups(_decode(_groups_decoder, raw))
+    except PueueParseError as exc:  # say where, as a decode of the whole document would: `$.groups[...]`
+        raise PueueParseError(str(exc).replace("`$", "`$.groups")) from None
 
 
 def parse_groups(data: BytesLike) -> dict[str, Group]:

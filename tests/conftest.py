@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.harness.services import require_binary
 from tests.harness.sshd import ClientKeys, SSHServer
 
 # The repo's own copy of pueue's JSON samples and of the real binaries' captures (captures/VERSION/).
@@ -23,6 +27,28 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def client_keys(tmp_path_factory: pytest.TempPathFactory) -> ClientKeys:
     return ClientKeys(tmp_path_factory.mktemp("client"))
+
+
+@contextmanager
+def running_ssh_agent(socket_path: Path) -> Iterator[Path]:
+    """A real ssh-agent on a socket of its own: what matters is whether a host can reach it at all."""
+    agent = require_binary("ssh-agent")
+    proc = subprocess.Popen([agent, "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if socket_path.exists():
+                break
+            time.sleep(0.025)
+        yield socket_path
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.fixture
+def ssh_agent(tmp_path: Path) -> Iterator[Path]:
+    with running_ssh_agent(tmp_path / "agent.sock") as socket_path:
+        yield socket_path
 
 
 @pytest.fixture

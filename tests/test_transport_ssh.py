@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -191,28 +190,6 @@ async def test_a_clean_is_deferred_when_the_state_changed_since_its_plan(
             assert set(sim.state()["tasks"]) == {str(later)}
         finally:
             await poller.close()
-
-
-@pytest.fixture
-def ssh_agent(tmp_path: Path) -> Iterator[Path]:
-    """A real ssh-agent holding the client key, on a socket of its own."""
-    import subprocess
-    import time
-
-    from tests.harness.services import require_binary
-
-    agent = require_binary("ssh-agent")
-    socket_path = tmp_path / "agent.sock"
-    proc = subprocess.Popen([agent, "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            if socket_path.exists():
-                break
-            time.sleep(0.025)
-        yield socket_path
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 async def test_ssh_config_forwards_neither_the_agent_nor_the_environment(

@@ -24,10 +24,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(_LEDGER.summary_line())
     by_kind: dict[str, list[int]] = {}
     for entry in _LEDGER.faults:
-        counts = by_kind.setdefault(str(entry["fault"]), [0, 0])
+        counts = by_kind.setdefault(str(entry["fault"]), [0, 0, 0])
         counts[0] += int(str(entry["count"]))
         counts[1] += int(str(entry["count"])) if entry["survived"] else 0
-    for kind, (injected, survived) in sorted(by_kind.items()):
-        terminalreporter.write_line(f"  {kind}: {survived}/{injected} survived")
+        counts[2] += int(str(entry.get("lost", 0)))
+    for kind, (injected, survived, lost) in sorted(by_kind.items()):
+        terminalreporter.write_line(f"  {kind}: injected {injected}, survived {survived}, lost {lost}")
+    if _LEDGER.figures:
+        terminalreporter.write_line("hostile hosts, what each case cost the watcher:")
+        for figures in _LEDGER.figures:
+            terminalreporter.write_line(f"  {figures['line']}")
     _LEDGER.write(SUMMARY)
     terminalreporter.write_line(f"written to {SUMMARY}")

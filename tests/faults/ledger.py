@@ -26,6 +26,8 @@ class Ledger:
     phase_events_duplicated: int = 0
     hostile_inputs_tried: int = 0
     faults: list[dict[str, object]] = field(default_factory=list)
+    #: Per case of the hostile-fleet suite: what it cost the watcher (tests/faults/hostile_fleet.py Figures).
+    figures: list[dict[str, object]] = field(default_factory=list)
 
     @contextmanager
     def fault(self, name: str, count: int = 1) -> Iterator[None]:
@@ -35,6 +37,19 @@ class Ledger:
         self.faults.append(entry)
         yield
         self.faults_survived += count
+        entry["survived"] = True
+
+    @contextmanager
+    def case(self, name: str) -> Iterator[dict[str, object]]:
+        """A fault kind whose count is known only once it has run: set ``entry["count"]`` (how many were
+        injected) and ``entry["lost"]`` (events of other hosts that never arrived) inside the block."""
+        entry: dict[str, object] = {"fault": name, "count": 0, "lost": 0, "survived": False}
+        self.faults.append(entry)
+        try:
+            yield entry
+        finally:
+            self.faults_injected += int(str(entry["count"]))
+        self.faults_survived += int(str(entry["count"]))
         entry["survived"] = True
 
     def events(

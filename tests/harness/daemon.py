@@ -18,16 +18,17 @@ from tests.harness.fleet import REPO
 class DaemonProcess:
     """``python -m watcher run -c CONFIG`` with stdout (JSON lines) captured in a file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DaemonProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "watcher", "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
             )  # fmt: skip
         return self
 

@@ -29,7 +29,7 @@ global:
   evaluation_interval: 1s
 scrape_configs:
   - job_name: {job}
-    static_configs:
+{options}    static_configs:
       - targets: {targets}
 """
 
@@ -50,6 +50,8 @@ class PrometheusServer:
     targets: Sequence[str]
     job: str = "pueue-watcher"
     port: int = 0
+    #: More options of the scrape job, such as ``{"sample_limit": 5000}``.
+    scrape_options: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -64,7 +66,9 @@ class PrometheusServer:
         """Start Prometheus and wait until it is ready to serve queries."""
         binary = require_binary(*PROMETHEUS_BINARIES)
         config = self.root / "prometheus.yml"
-        config.write_text(_CONFIG.format(job=self.job, targets=json.dumps(list(self.targets))))
+        options = "".join(f"    {k}: {v}\n" for k, v in self.scrape_options.items())
+        targets = json.dumps(list(self.targets))
+        config.write_text(_CONFIG.format(job=self.job, options=options, targets=targets))
         with (self.root / "prometheus.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 [

@@ -53,6 +53,10 @@ class ClickHouseHandles:
         self._timeout = settings.watcher.connect_timeout
         self._clients: dict[str, ClickHouse] = {}
         self._lock = asyncio.Lock()
+        if self._configs:
+            # Imported now, before the daemon's loop runs: clickhouse_driver takes over 100 ms to import,
+            # which at the first check would hold every host's poll (metrics/loop_lag.py).
+            import checks.clickhouse.client  # noqa: F401
 
     async def get(self, name: str) -> ClickHouse:
         async with self._lock:

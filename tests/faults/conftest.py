@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import running_ssh_agent
+from tests.faults.hostile_fleet import fleet, rss_kib
 from tests.faults.ledger import Ledger
+from tests.harness.sshd import ClientKeys
 
 _LEDGER = Ledger()
 SUMMARY = Path(__file__).resolve().parents[2] / "build" / "faults-summary.json"
@@ -15,6 +19,23 @@ SUMMARY = Path(__file__).resolve().parents[2] / "build" / "faults-summary.json"
 @pytest.fixture(scope="session")
 def ledger() -> Ledger:
     return _LEDGER
+
+
+@pytest.fixture(scope="session")
+def idle_rss(tmp_path_factory: pytest.TempPathFactory, client_keys: ClientKeys) -> float:
+    """The RSS (MiB) of the daemon watching the honest host alone, after a few polls."""
+    root = tmp_path_factory.mktemp("idle")
+    with running_ssh_agent(root / "agent.sock") as agent, fleet(root / "fleet", [], agent, client_keys,
+                                                                with_hostile=False) as idle:  # fmt: skip
+        idle.wait_polls("honest", 5)
+        assert idle.daemon is not None and idle.daemon.proc is not None
+        return rss_kib(idle.daemon.proc.pid, "VmRSS") / 1024
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Path]:
+    with running_ssh_agent(tmp_path / "agent.sock") as socket_path:
+        yield socket_path
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.faults.ledger import Ledger
 from tests.harness.daemon import DaemonProcess
 from tests.harness.fleet import sim_env, sim_host, ssh_entry, to_toml
 from tests.harness.prometheus import PrometheusServer
@@ -130,10 +131,13 @@ class Hostile:
 class Fleet:
     """The honest host, the hostile ones, the webhook, Prometheus and the daemon, for one case."""
 
-    def __init__(self, root: Path, hostile: list[Hostile], agent: Path) -> None:
+    def __init__(
+        self, root: Path, hostile: list[Hostile], agent: Path, extra: list[str] | None = None
+    ) -> None:
         self.root = root
         self.hostile = hostile
         self.agent = agent
+        self.extra = extra or []  # more configuration (TOML lines): ClickHouse, checks
         self.records = root / "records"
         self.records.mkdir(parents=True)
         self.metrics_port = free_port()
@@ -179,6 +183,7 @@ class Fleet:
             lines += [f"{k} = {to_toml(v)}" for k, v in host.items()]
         assert self.hook is not None
         lines += ["[[alerts]]", 'name = "hook"', 'kind = "webhook"', f'url = "{self.hook.url}/hook"']
+        lines += self.extra
         path = self.root / "config.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -246,8 +251,8 @@ def _try(read: Any) -> Any:
 
 @contextmanager
 def fleet(root: Path, hostile: list[Hostile], agent: Path, honest_keys: ClientKeys,
-          *, with_hostile: bool = True) -> Iterator[Fleet]:  # fmt: skip
-    running = Fleet(root, hostile, agent)
+          *, with_hostile: bool = True, extra: list[str] | None = None) -> Iterator[Fleet]:  # fmt: skip
+    running = Fleet(root, hostile, agent, extra)
     try:
         running.start(honest_keys, with_hostile=with_hostile)
         yield running
@@ -298,3 +303,85 @@ def wait_until(predicate: Any, timeout: float, what: str) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"{what}: not within {timeout:g}s")
+
+
+LOOP_LAG_MAX = 0.100  # seconds: the longest stall a case may cause
+
+
+def run_case(f: Fleet, case: str, idle: float, hostile_polls: int = 2) -> Figures:
+    """Let each hostile host be polled ``hostile_polls`` times, complete the honest phase, wait for its
+    alert and one more poll of each hostile host; then read every figure."""
+    assert f.daemon is not None and f.daemon.proc is not None and f.sim is not None and f.hook is not None
+    f.wait_polls("honest", 2)
+    for host in f.hostile:
+        f.wait_polls(host.name, hostile_polls)
+    started, before = time.monotonic(), f.polls("honest")
+    seen = {h.name: f.polls(h.name) for h in f.hostile}
+    f.sim.finish("y2026", 0)
+    f.sim.wait_for_status(f.task, "Done")
+    done = time.monotonic()
+
+    hook = f.hook
+
+    def alerted() -> list[dict[str, object]]:
+        return delivered(hook, "phase.completed", host="honest")
+
+    wait_until(alerted, 120, "the honest host's alert")  # not a timed assertion: a hang guard
+    alert_seconds = time.monotonic() - done
+    for host in f.hostile:
+        f.wait_polls(host.name, seen[host.name] + 1)
+    elapsed = time.monotonic() - started
+    text = f.scrape()
+    figures = Figures(case=case, idle_rss_mib=idle)
+    figures.peak_rss_mib = rss_kib(f.daemon.proc.pid, "VmHWM") / 1024
+    figures.rss_bound_mib = 2 * idle + (ANSWER_CAP >> 20)
+    figures.loop_lag_max_ms = 1000 * (sample(text, "pueue_watcher_event_loop_lag_max_seconds") or 0.0)
+    figures.honest_polls = f.polls("honest") - before
+    figures.honest_polls_due = int(elapsed / INTERVAL)
+    figures.alert_seconds = alert_seconds
+    for host in f.hostile:
+        figures.hostile_polls += f.polls(host.name)
+        for line in text.splitlines():
+            if line.startswith("pueue_watcher_poll_failures_total{") and f'host="{host.name}"' in line:
+                reason = line.split('reason="')[1].split('"')[0]
+                if (count := int(float(line.split()[-1]))) > 0:
+                    figures.hostile_failures[reason] = figures.hostile_failures.get(reason, 0) + count
+    assert f.prometheus is not None
+    samples = f.prometheus.wait_for("max_over_time(scrape_samples_scraped[10m])")
+    figures.scrape_samples_max = float(samples[0]["value"][1])
+    figures.scrape_up_min = float(f.prometheus.wait_for("min_over_time(up[10m])")[0]["value"][1])
+    sessions = list(f.sessions())
+    figures.sessions_recorded = sum(1 for s in sessions if "HOSTILE=" in s)
+    figures.forwarded = [line for s in sessions for line in forwarded(s)]
+    return figures
+
+
+def check(figures: Figures, ledger: Ledger, entry: dict[str, object]) -> None:
+    """The bounds every case must keep; the figures go to the summary first, kept or not."""
+    print(figures.line())
+    ledger.figures.append({"line": figures.line(), **figures.__dict__})
+    entry["count"] = figures.hostile_polls
+    entry["lost"] = 0 if figures.alert_seconds is not None else 1
+    assert figures.peak_rss_mib < figures.rss_bound_mib, figures.line()
+    assert figures.loop_lag_max_ms <= LOOP_LAG_MAX * 1000, figures.line()
+    assert figures.honest_polls >= figures.honest_polls_due // 3, figures.line()
+    assert figures.scrape_up_min == 1.0, figures.line()
+    assert figures.scrape_samples_max is not None and figures.scrape_samples_max < 10000, figures.line()
+    assert figures.sessions_recorded >= 1, figures.line()
+    assert figures.forwarded == [], figures.line()
+    assert not figures.leaked, figures.line()
+
+
+def leaks(f: Fleet, secret: str) -> list[str]:
+    """Where ``secret`` (content of a file on the watcher's machine) appears: log, store, webhook, metrics."""
+    found = []
+    if secret in f.root.joinpath("daemon.log").read_text(errors="replace"):
+        found.append("daemon log")
+    for path in f.root.glob("state.db*"):
+        if secret.encode() in path.read_bytes():
+            found.append(path.name)
+    if f.hook is not None and any(secret.encode() in r.body for r in f.hook.requests):
+        found.append("webhook")
+    if secret in f.scrape():
+        found.append("metrics")
+    return found

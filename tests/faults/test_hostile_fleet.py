@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_ssh_agent
 from tests.faults.hostile_fleet import (
-    ANSWER_CAP,
-    INTERVAL,
-    Figures,
-    Fleet,
     Hostile,
+    check,
     delivered,
     fleet,
-    forwarded,
-    rss_kib,
+    leaks,
+    run_case,
     sample,
     state_document,
     wait_until,
@@ -46,103 +40,6 @@ from tests.harness.sshd import ClientKeys
 pytestmark = pytest.mark.integration
 
 STOLEN = "stolen-group-3f9a1c"  # in a pueue-shaped file on the watcher's machine
-LOOP_LAG_MAX = 0.100
-
-
-@pytest.fixture(scope="module")
-def idle_rss(tmp_path_factory: pytest.TempPathFactory, client_keys: ClientKeys) -> float:
-    """The RSS (MiB) of the daemon watching the honest host alone, after a few polls."""
-    root = tmp_path_factory.mktemp("idle")
-    with running_ssh_agent(root / "agent.sock") as agent, fleet(root / "fleet", [], agent, client_keys,
-                                                                with_hostile=False) as idle:  # fmt: skip
-        idle.wait_polls("honest", 5)
-        assert idle.daemon is not None and idle.daemon.proc is not None
-        return rss_kib(idle.daemon.proc.pid, "VmRSS") / 1024
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Path]:
-    with running_ssh_agent(tmp_path / "agent.sock") as socket_path:
-        yield socket_path
-
-
-def run_case(f: Fleet, case: str, idle: float, hostile_polls: int = 2) -> Figures:
-    """Let each hostile host be polled ``hostile_polls`` times, complete the honest phase, wait for its
-    alert and one more poll of each hostile host; then read every figure."""
-    assert f.daemon is not None and f.daemon.proc is not None and f.sim is not None and f.hook is not None
-    f.wait_polls("honest", 2)
-    for host in f.hostile:
-        f.wait_polls(host.name, hostile_polls)
-    started, before = time.monotonic(), f.polls("honest")
-    seen = {h.name: f.polls(h.name) for h in f.hostile}
-    f.sim.finish("y2026", 0)
-    f.sim.wait_for_status(f.task, "Done")
-    done = time.monotonic()
-
-    hook = f.hook
-
-    def alerted() -> list[dict[str, object]]:
-        return delivered(hook, "phase.completed", host="honest")
-
-    wait_until(alerted, 120, "the honest host's alert")  # not a timed assertion: a hang guard
-    alert_seconds = time.monotonic() - done
-    for host in f.hostile:
-        f.wait_polls(host.name, seen[host.name] + 1)
-    elapsed = time.monotonic() - started
-    text = f.scrape()
-    figures = Figures(case=case, idle_rss_mib=idle)
-    figures.peak_rss_mib = rss_kib(f.daemon.proc.pid, "VmHWM") / 1024
-    figures.rss_bound_mib = 2 * idle + (ANSWER_CAP >> 20)
-    figures.loop_lag_max_ms = 1000 * (sample(text, "pueue_watcher_event_loop_lag_max_seconds") or 0.0)
-    figures.honest_polls = f.polls("honest") - before
-    figures.honest_polls_due = int(elapsed / INTERVAL)
-    figures.alert_seconds = alert_seconds
-    for host in f.hostile:
-        figures.hostile_polls += f.polls(host.name)
-        for line in text.splitlines():
-            if line.startswith("pueue_watcher_poll_failures_total{") and f'host="{host.name}"' in line:
-                reason = line.split('reason="')[1].split('"')[0]
-                if (count := int(float(line.split()[-1]))) > 0:
-                    figures.hostile_failures[reason] = figures.hostile_failures.get(reason, 0) + count
-    assert f.prometheus is not None
-    samples = f.prometheus.wait_for("max_over_time(scrape_samples_scraped[10m])")
-    figures.scrape_samples_max = float(samples[0]["value"][1])
-    figures.scrape_up_min = float(f.prometheus.wait_for("min_over_time(up[10m])")[0]["value"][1])
-    sessions = list(f.sessions())
-    figures.sessions_recorded = sum(1 for s in sessions if "HOSTILE=" in s)
-    figures.forwarded = [line for s in sessions for line in forwarded(s)]
-    return figures
-
-
-def check(figures: Figures, ledger: Ledger, entry: dict[str, object]) -> None:
-    """The bounds every case must keep; the figures go to the summary first, kept or not."""
-    print(figures.line())
-    ledger.figures.append({"line": figures.line(), **figures.__dict__})
-    entry["count"] = figures.hostile_polls
-    entry["lost"] = 0 if figures.alert_seconds is not None else 1
-    assert figures.peak_rss_mib < figures.rss_bound_mib, figures.line()
-    assert figures.loop_lag_max_ms <= LOOP_LAG_MAX * 1000, figures.line()
-    assert figures.honest_polls >= figures.honest_polls_due // 3, figures.line()
-    assert figures.scrape_up_min == 1.0, figures.line()
-    assert figures.scrape_samples_max is not None and figures.scrape_samples_max < 10000, figures.line()
-    assert figures.sessions_recorded >= 1, figures.line()
-    assert figures.forwarded == [], figures.line()
-    assert not figures.leaked, figures.line()
-
-
-def leaks(f: Fleet, secret: str) -> list[str]:
-    """Where ``secret`` (content of a file on the watcher's machine) appears: log, store, webhook, metrics."""
-    found = []
-    if secret in f.root.joinpath("daemon.log").read_text(errors="replace"):
-        found.append("daemon log")
-    for path in f.root.glob("state.db*"):
-        if secret.encode() in path.read_bytes():
-            found.append(path.name)
-    if f.hook is not None and any(secret.encode() in r.body for r in f.hook.requests):
-        found.append("webhook")
-    if secret in f.scrape():
-        found.append("metrics")
-    return found
 
 
 def test_a_handoff_to_a_local_file_or_fifo(tmp_path: Path, agent: Path, client_keys: ClientKeys,

@@ -140,12 +140,16 @@ class SSHServer:
         self.proc = None
 
     def drop_connections(self) -> None:
-        """Kill the listener and every session process it forked (a reboot, as the client sees it)."""
+        """Kill the listener and every sshd process it forked: each connection is cut at once (a reboot, as
+        the client sees it). The commands of the sessions are left to end by themselves, their pipes gone:
+        killing a login shell in the middle of its start-up files can leave their locks behind (root's
+        ``pyenv rehash`` then makes every later session here wait 60 s for a lock nobody holds)."""
         if self.proc is None:
             return
         for pid in [*_descendants(self.proc.pid), self.proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    os.kill(pid, signal.SIGKILL)
         self.proc.wait()
         self.proc = None
 

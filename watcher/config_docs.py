@@ -34,7 +34,9 @@ HEADER = """# Configuration reference
 Generated from the configuration schema by `pueue-watcher config docs`; do not edit by hand.
 `pueue-watcher config schema` prints the JSON Schema itself, and `pueue-watcher config validate [FILE]`
 checks a file. Every key can be overridden from the environment as `PUEUE_WATCHER__SECTION__KEY`
-(for example `PUEUE_WATCHER__WATCHER__POLL_INTERVAL=30s`); secrets are best given that way.
+(for example `PUEUE_WATCHER__WATCHER__POLL_INTERVAL=30s`), or by a systemd credential, a file of that name
+in `$CREDENTIALS_DIRECTORY` (the variable wins over the credential, the credential over this file). Give
+secrets one of these two ways, credentials first.
 Durations are seconds or strings such as `"30s"`, `"5m"`, `"1h"`; sizes are bytes or `"50MB"`.
 """
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.clickhouse import ClickHouseServer
 from tests.harness.services import require_binary
 from tests.harness.sshd import ClientKeys, SSHServer
 
@@ -27,6 +28,16 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def client_keys(tmp_path_factory: pytest.TempPathFactory) -> ClientKeys:
     return ClientKeys(tmp_path_factory.mktemp("client"))
+
+
+@pytest.fixture(scope="module")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    """A real ClickHouse server (Debian's), one per test module."""
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager

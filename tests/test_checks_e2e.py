@@ -19,15 +19,6 @@ from tests.pueue_sim.scenario import SimHost
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
-    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def sql(server: ClickHouseServer, *statements: str) -> None:
     from clickhouse_driver import Client
 

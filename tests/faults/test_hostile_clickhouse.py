@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,15 +39,6 @@ from tests.harness.sshd import ClientKeys
 pytestmark = pytest.mark.integration
 
 INJECTION = "BTC') OR 1=1; DROP TABLE hostile.bars; --"
-
-
-@pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
-    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def seeded(server: ClickHouseServer, database: str) -> None:

@@ -2,8 +2,9 @@
 systemd credentials of the same names (``watcher/credentials.py``) below those.
 
 The file is found at ``-c/--config``, else ``$PUEUE_WATCHER_CONFIG``, else ``./config.toml``, else
-``/etc/pueue-watcher/config.toml``. Every problem is reported as one line naming the key
-(``hosts[1].port: …``), and the CLI exits 2.
+``~/.config/pueue-watcher/config.toml`` (``$XDG_CONFIG_HOME``), else ``/etc/pueue-watcher/config.toml``.
+Every problem is reported as one line naming the key (``hosts[1].port: …``, config_errors.py), and the CLI
+exits 2. A secret key also takes ``<key>_file``, a file that holds it (secret_files.py).
 """
 
 from __future__ import annotations
@@ -32,13 +33,22 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from checks.clickhouse.identifiers import identifier
 from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
 from watcher.alerts.config import AlertConfig
+from watcher.config_errors import problems, unknown_variables
 from watcher.credentials import CredentialsSource, credentials_directory
 from watcher.errors import ConfigError
+from watcher.secret_files import with_secret_files
 from watcher.shard import parse_shard, select
 from watcher.units import Duration, Size
 
 ENV_CONFIG = "PUEUE_WATCHER_CONFIG"
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/pueue-watcher/config.toml"))
+
+
+def default_paths() -> list[Path]:
+    """Where a configuration is looked for, in order: ``./config.toml``, the user's
+    ``$XDG_CONFIG_HOME/pueue-watcher/config.toml`` (what the user unit reads), ``/etc/pueue-watcher/``."""
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [DEFAULT_PATHS[0], config_home / "pueue-watcher" / "config.toml", DEFAULT_PATHS[1]]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
 
@@ -321,7 +331,7 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
         return Path(explicit)
     if env := os.environ.get(ENV_CONFIG):
         return Path(env)
-    for candidate in DEFAULT_PATHS:
+    for candidate in default_paths():
         if candidate.exists():
             return candidate
     return DEFAULT_PATHS[0]
@@ -333,7 +343,12 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(str(source), ["file not found"]) from None
+        if path or os.environ.get(ENV_CONFIG):
+            raise ConfigError(str(source), ["file not found"]) from None
+        tried = ", ".join(str(p) for p in default_paths())
+        raise ConfigError(
+            "config", [f"no configuration file found (tried {tried}); pass -c FILE or set {ENV_CONFIG}"]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(source), [f"cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
@@ -342,15 +357,23 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
 
 
 def settings_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Settings:
-    token = _FILE_DATA.set(data)
+    resolved, found = with_secret_files(data, Settings)
+    found += unknown_variables(Settings)
+    token = _FILE_DATA.set(resolved)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+        # A key whose <key>_file could not be read is reported there, not again as missing.
+        unread = {f"{line.split(':', 1)[0].removesuffix('_file')}: required" for line in found}
+        described = [line for line in problems(exc.errors(), Settings) if line not in unread]
+        raise ConfigError(source, [*found, *described]) from None
     except SettingsError as exc:  # a variable or credential whose value is not the JSON its key needs
-        raise ConfigError(source, [_settings_problem(exc)]) from None
+        raise ConfigError(source, [*found, _settings_problem(exc)]) from None
     finally:
         _FILE_DATA.reset(token)
+    if found:
+        raise ConfigError(source, found)
+    return settings
 
 
 def _settings_problem(exc: SettingsError) -> str:
@@ -361,15 +384,6 @@ def _settings_problem(exc: SettingsError) -> str:
     field, origin = found.groups()
     where = "a credential" if origin == CredentialsSource.__name__ else "the environment"
     return f"{field}: the value of PUEUE_WATCHER__{field.upper()} in {where} is not valid JSON"
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    """``hosts[1].port: Input should be less than or equal to 65535`` (values are never echoed)."""
-    where = ""
-    for part in error.get("loc", ()):
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{where or '(top level)'}: {message}"
 
 
 def watched_hosts(settings: Settings, shard: str | None = None) -> list[HostConfig]:

@@ -1,4 +1,12 @@
-"""The ``pueue-watcher`` command line: ``run``, ``once``, ``status``, ``history``."""
+"""pueue-watcher: watch pueue queues over SSH, record each group's completion once, check it, alert.
+
+First steps:
+  pueue-watcher config init      write a configuration (~/.config/pueue-watcher/config.toml)
+  pueue-watcher health           check the configuration, the hosts, ClickHouse, the metrics port
+  pueue-watcher status           every host's queue, once
+  pueue-watcher run              the daemon (its systemd units: pueue-watcher kit DIR)
+Every configuration key: pueue-watcher config docs.
+"""
 
 from __future__ import annotations
 
@@ -57,12 +65,18 @@ def entry() -> NoReturn:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pueue-watcher", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pueue-watcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"pueue-watcher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("-c", "--config", metavar="FILE", help="configuration file (see README)")
+    config.add_argument(
+        "-c", "--config", metavar="FILE",
+        help="configuration file (default: $PUEUE_WATCHER_CONFIG, ./config.toml, "
+        "~/.config/pueue-watcher/config.toml, /etc/pueue-watcher/config.toml)",
+    )  # fmt: skip
     sharded = argparse.ArgumentParser(add_help=False)
     sharded.add_argument(
         "--shard", metavar="I/N", help="only the hosts of shard I of N (overrides watcher.shard)"
@@ -96,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.set_defaults(handler=_health)
 
-    config_cmd = sub.add_parser("config", help="validate the configuration, or print its schema")
+    config_cmd = sub.add_parser("config", help="init, validate, docs or schema of the configuration")
     config_sub = config_cmd.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     validate = config_sub.add_parser("validate", help="check a configuration file (exit 2 when invalid)")
     validate.add_argument("file", nargs="?", help="default: the file pueue-watcher would read")
@@ -105,6 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     schema.set_defaults(standalone=_config_schema)
     docs = config_sub.add_parser("docs", help="the configuration reference (docs/configuration.md)")
     docs.set_defaults(standalone=_config_docs)
+    init = config_sub.add_parser("init", help="write a first, commented configuration")
+    init.add_argument("file", nargs="?", help="default: ~/.config/pueue-watcher/config.toml")
+    init.add_argument(
+        "--from-ssh-config", action="store_true", help="one host per Host alias of ~/.ssh/config"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(standalone=_config_init)
+    kit = sub.add_parser("kit", help="write the systemd units, Grafana dashboard and Prometheus files")
+    kit.add_argument("directory", help="where to write them")
+    kit.add_argument("--force", action="store_true", help="replace existing files")
+    kit.set_defaults(standalone=_kit)
 
     history = sub.add_parser("history", parents=[config], help="list past phases")
     history.add_argument("--host", metavar="NAME")
@@ -273,6 +298,37 @@ def _config_schema(args: argparse.Namespace) -> int:
     from watcher.config import Settings
 
     sys.stdout.write(json.dumps(Settings.model_json_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
+def _config_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from watcher.config_init import default_path, ssh_aliases, template
+
+    path = Path(args.file).expanduser() if args.file else default_path()
+    if path.exists() and not args.force:
+        print(f"error: {path} exists; pass --force to replace it", file=sys.stderr)
+        return EXIT_CONFIG
+    aliases = ssh_aliases(Path.home() / ".ssh" / "config") if args.from_ssh_config else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(template(aliases))
+    what = f"{len(aliases)} hosts from ~/.ssh/config" if aliases else "the local pueue"
+    print(f"wrote {path} ({what}); next: pueue-watcher config validate {path}, then pueue-watcher status")
+    return EXIT_OK
+
+
+def _kit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from watcher.deploy_kit import write_kit
+
+    directory = Path(args.directory).expanduser()
+    written = write_kit(directory, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"nothing written: every file is in {directory} already (--force replaces them)")
     return EXIT_OK
 
 

@@ -48,19 +48,25 @@ def test_readme_commands_run(tmp_path: Path, sshd_factory: SSHFactory) -> None:
             watcher={"state_path": str(tmp_path / "state.db")},
             metrics={"listen": ""},
         )
-        env = {**os.environ, "PUEUE_WATCHER_CONFIG": str(config)}
+        # A HOME of its own: `config init` writes there, not in the home of whoever runs the tests.
+        env = {**os.environ, "PUEUE_WATCHER_CONFIG": str(config), "HOME": str(tmp_path / "home")}
+        env.pop("XDG_CONFIG_HOME", None)
         ran = []
         for command in commands:
             if command.startswith("./dev test"):
                 continue  # the test suite itself (CI runs it)
+            if command.startswith("pipx install"):
+                ran.append(command)  # tests/test_wheel_install.py installs the built wheel as pipx does
+                continue
             if command.startswith("./dev run"):
                 ran.append(_dev_run())
                 continue
             argv = shlex.split(command)
-            if argv[0] == ".venv/bin/pueue-watcher":
+            if argv[0] in (".venv/bin/pueue-watcher", "pueue-watcher"):
                 argv = [sys.executable, "-m", "watcher", *argv[1:]]
             elif argv[:3] == ["python", "-m", "watcher"]:
                 argv = [sys.executable, *argv[1:]]
+            argv = [str(tmp_path / "home" / a[2:]) if a.startswith("~/") else a for a in argv]
             argv = [
                 str(config) if a in ("/etc/pueue-watcher/config.toml", "config.toml") else a for a in argv
             ]

@@ -28,6 +28,10 @@ EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.log_level:
+        from watcher import logs
+
+        logs.LEVEL_OVERRIDE = args.log_level
     if getattr(args, "standalone", None) is not None:
         code: int = args.standalone(args)  # `config …`: reads no configuration, or a named file
         return code
@@ -69,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="pueue-watcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"pueue-watcher {__version__}")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="the least level logged"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     config = argparse.ArgumentParser(add_help=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -26,14 +27,22 @@ def _clip_long_values(
     return event
 
 
+#: ``--log-level``: when set, it replaces each command's own level.
+LEVEL_OVERRIDE: str | None = None
+LEVELS = ("debug", "info", "warning", "error")
+
+
 def configure(stream: TextIO | None = None, level: str = "info") -> None:
     """Send log events to ``stream`` (stdout by default). Commands whose stdout is their output
-    (``status --json``) pass stderr."""
+    (``status --json``) pass stderr. On a terminal the lines are readable, and coloured unless ``NO_COLOR``
+    is set (https://no-color.org)."""
     stream = stream or sys.stdout
+    level = LEVEL_OVERRIDE or level
     renderer: structlog.typing.Processor
     if stream.isatty():
         # repr_native_str: a group name is shown as 'a\x1b[2Jb', never let loose on the terminal.
-        renderer = structlog.dev.ConsoleRenderer(colors=True, repr_native_str=True)
+        colors = not os.environ.get("NO_COLOR")
+        renderer = structlog.dev.ConsoleRenderer(colors=colors, repr_native_str=True)
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(

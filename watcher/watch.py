@@ -318,8 +318,10 @@ class HostWatch:
         self._first_sight = False
         for record in outcome.phases:
             if record.status == "completed":
-                log.info("phase.recorded", host=record.host, group=record.group, phase=record.id,
-                         outcome=record.outcome, fired=record.fired)  # fmt: skip
+                # A failed phase is a warning: it is what an operator reading the log at that level wants.
+                emit = log.info if record.outcome == "success" else log.warning
+                emit("phase.recorded", host=record.host, group=record.group, phase=record.id,
+                     outcome=record.outcome, fired=record.fired)  # fmt: skip
 
     async def _checks(self, outcome: CycleOutcome) -> None:
         """Run this host's pending checks (committed with their phase, now or before a restart)."""

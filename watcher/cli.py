@@ -21,6 +21,7 @@ from watcher import __version__
 
 if TYPE_CHECKING:
     from watcher.config import HostConfig, Settings
+    from watcher.poll.poller import PollResult
 
 EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -176,27 +177,45 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from watcher.fleet import Fleet
-    from watcher.render import status_document, status_table
+    from watcher.render import WaitingLine, host_block, status_document
 
     # Nothing on this path logs through structlog (stdout is the JSON document); asyncssh's warnings go to
     # stderr through the standard library.
     hosts = _chosen_hosts(settings, args.host, args.shard)
     if hosts is None:
         return EXIT_CONFIG
+    results: list[PollResult] = []  # as they come in: what Ctrl-C leaves is still shown
+    table = not args.json
+    progress = WaitingLine([h.name for h in hosts], sys.stderr, enabled=table and sys.stderr.isatty())
 
-    async def poll_once() -> list:  # type: ignore[type-arg]
+    async def poll_all() -> None:
         fleet = Fleet(settings, hosts)
         try:
-            return await fleet.poll()
+            async for result in fleet.poll_each():
+                results.append(result)
+                progress.clear()
+                if table:  # each host as it answers; a hanging one holds up only itself
+                    separator = "\n" if len(results) > 1 else ""
+                    sys.stdout.write(separator + host_block(result, datetime.now(UTC)) + "\n")
+                    sys.stdout.flush()
+                progress.waiting_for(result.host)
         finally:
+            progress.clear()
             await fleet.close()
 
-    results = asyncio.run(poll_once())
-    now = datetime.now(UTC)
+    interrupted = False
+    try:
+        asyncio.run(poll_all())
+    except KeyboardInterrupt:
+        interrupted = True
+    order = {h.name: i for i, h in enumerate(hosts)}
+    results.sort(key=lambda r: order[r.host])
     if args.json:
-        sys.stdout.write(json.dumps(status_document(results, now)) + "\n")
-    else:
-        sys.stdout.write(status_table(results, now))
+        sys.stdout.write(json.dumps(status_document(results, datetime.now(UTC))) + "\n")
+    if interrupted:
+        missing = [h.name for h in hosts if h.name not in {r.host for r in results}]
+        print(f"interrupted: no answer yet from {', '.join(missing)}", file=sys.stderr)
+        return 130
     return EXIT_OK if all(r.ok for r in results) else EXIT_HOST_FAILED
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from watcher.config import HostConfig, Settings
 from watcher.poll.poller import HostPoller, PollResult
@@ -26,6 +26,11 @@ class Fleet:
         """Poll the named hosts (all by default); results come back in configuration order."""
         chosen = [self.pollers[name] for name in (names or self.pollers)]
         return list(await asyncio.gather(*(self._poll_one(p) for p in chosen)))
+
+    async def poll_each(self) -> AsyncIterator[PollResult]:
+        """Every host's result as soon as it is in (a host that hangs holds up only itself)."""
+        for done in asyncio.as_completed([self._poll_one(p) for p in self.pollers.values()]):
+            yield await done
 
     async def close(self) -> None:
         await asyncio.gather(*(poller.close() for poller in self.pollers.values()), return_exceptions=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from watcher.poll.poller import PollResult
 from watcher.progress import GroupProgress, progress
@@ -63,11 +63,12 @@ def _probes(result: PollResult) -> dict[str, Any] | None:
 
 
 def status_table(results: list[PollResult], now: datetime) -> str:
-    blocks = [_host_block(result, now) for result in results]
+    blocks = [host_block(result, now) for result in results]
     return "\n\n".join(blocks) + "\n"
 
 
-def _host_block(result: PollResult, now: datetime) -> str:
+def host_block(result: PollResult, now: datetime) -> str:
+    """One host's part of the table: its groups, its state file, its error."""
     title = f"{clean(result.host)}  " + ("ok" if result.ok else "UNREACHABLE")
     lines = [title]
     if result.snapshot is not None:
@@ -136,3 +137,33 @@ def clean(text: str, limit: int = 64) -> str:
     ``limit``."""
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return "".join("?" if unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" else ch for ch in text)
+
+
+class WaitingLine:
+    """On a terminal, one line naming the hosts whose answer is not in yet, rewritten as they come in
+    (``status``): a host that hangs is seen hanging, not as a blank screen."""
+
+    def __init__(self, hosts: list[str], stream: TextIO, *, enabled: bool) -> None:
+        self.pending = list(hosts)
+        self.stream = stream
+        self.enabled = enabled
+        self._shown = False
+        self._show()
+
+    def waiting_for(self, done: str) -> None:
+        self.pending.remove(done)
+        self._show()
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+    def _show(self) -> None:
+        if self.enabled and self.pending:
+            more = len(self.pending) - 5
+            names = ", ".join(self.pending[:5]) + (f" and {more} more" if more > 0 else "")
+            self.stream.write(f"\r\x1b[Kwaiting for {len(self.pending)}: {names}")
+            self.stream.flush()
+            self._shown = True

@@ -28,6 +28,10 @@ EXIT_OK, EXIT_HOST_FAILED, EXIT_CONFIG = 0, 1, 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (register-python-argcomplete)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if args.log_level:
         from watcher import logs

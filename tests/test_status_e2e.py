@@ -159,9 +159,9 @@ def test_each_failure_is_reported_per_host(
     assert all(r is not None and "\n" not in r and len(r) < 400 for r in reasons.values()), reasons
     assert "pueue status failed (exit 1)" in reasons["down"]
     assert "daemon" in reasons["down"].lower()
-    assert "pueue client was not found" in reasons["nopueue"]
+    assert reasons["nopueue"] == "the pueue client was not found on the host at /nonexistent/bin/pueue"
     assert "truncated" in reasons["broken"]
-    assert "host key verification failed" in reasons["mitm"]
+    assert "HOST KEY CHANGED" in reasons["mitm"]
     assert "timed out" in reasons["hang"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -54,12 +55,14 @@ async def test_one_connection_is_reused_and_reopened_after_a_drop(
 
 
 async def test_a_changed_host_key_is_refused(tmp_path: Path, sshd_factory: SSHFactory) -> None:
+    """A key other than the one known_hosts lists is refused as changed, naming the file."""
     server = sshd_factory.start()
     server.stop()
     server.rotate_host_key()
     server.start()
     transport = transport_for(ssh_entry("h", server, None))
-    with pytest.raises(HostKeyRejected, match="host key verification failed"):
+    known = re.escape(str(server.keys.known_hosts))
+    with pytest.raises(HostKeyRejected, match=rf"HOST KEY CHANGED, .*\(old key: {known} line \d+\)"):
         await transport.run(["true"], timeout=10)
     await transport.close()
 
@@ -72,7 +75,7 @@ async def test_unknown_host_is_refused_without_known_hosts_entry(
     empty = tmp_path / "empty_known_hosts"
     empty.touch()
     transport = transport_for(ssh_entry("h", server, None, known_hosts=str(empty)))
-    with pytest.raises(HostKeyRejected):
+    with pytest.raises(HostKeyRejected, match=f"host key unknown: .* >> {re.escape(str(empty))}$"):
         await transport.run(["true"], timeout=10)
 
 

@@ -309,6 +309,7 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 def _config_validate(args: argparse.Namespace) -> int:
     from watcher.config import find_config, load_settings
     from watcher.errors import ConfigError
+    from watcher.preflight import problems
 
     path = find_config(args.file)
     try:
@@ -316,6 +317,12 @@ def _config_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {exc.source}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    # A file the configuration names but this machine lacks makes it as unusable as a wrong key.
+    missing = problems(settings.hosts)
+    for each in missing:
+        print(f"config error: {path}: host {each.host}: {each.message}", file=sys.stderr)
+    if missing:
         return EXIT_CONFIG
     counts = f"{len(settings.hosts)} hosts, {len(settings.checks)} checks, {len(settings.alerts)} sinks"
     print(f"ok: {path}: {counts}")

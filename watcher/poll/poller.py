@@ -213,7 +213,9 @@ class HostPoller:
                                           head=check_head)  # fmt: skip
         # Only an answer from this machine may name a file for the watcher to open (a handoff).
         local = self.host.transport == "local"
-        return read_output(result.stdout, result.stderr, result.exit_status, local=local)
+        return read_output(
+            result.stdout, result.stderr, result.exit_status, local=local, pueue=self.host.pueue
+        )
 
     def _due_for_confirmation(self) -> bool:
         if self._suspect is None or self._snapshot is None:
@@ -231,7 +233,7 @@ class HostPoller:
             return None
         until = SESSION_END + token.encode() + b"\n"
         answer = await self.transport.ask(session_argv(), request, until, timeout=self.timeout)
-        return None if answer is None else read_output(answer, b"", 0)
+        return None if answer is None else read_output(answer, b"", 0, pueue=self.host.pueue)
 
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:
         if remote.kind == "unchanged" and self._snapshot is not None:

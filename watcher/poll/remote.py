@@ -419,14 +419,20 @@ def check_head(stdout: bytearray) -> bool:
 
 
 def read_output(
-    stdout: bytes | bytearray, stderr: bytes | bytearray, exit_status: int, *, local: bool = False
+    stdout: bytes | bytearray,
+    stderr: bytes | bytearray,
+    exit_status: int,
+    *,
+    local: bool = False,
+    pueue: str | None = None,
 ) -> RemoteState:
     """Split the header from the payload, decompress it, and turn pueue's failures into errors.
 
     ``local`` says that the answer comes from the local transport: only then is a ``handoff`` (a path the
     watcher opens on its own machine) accepted. A remote host that answers one is refused: it would get the
     watcher to read any file of the watcher's machine. Every part of the header is bounded (MAX_*_BYTES)
-    and looked at only up to its bound, so that a host printing without end costs the event loop nothing."""
+    and looked at only up to its bound, so that a host printing without end costs the event loop nothing.
+    ``pueue`` is the configured client, named when the host does not have it."""
     start = stdout.find(MARKER, 0, MAX_PREAMBLE_BYTES + len(MARKER))
     if start < 0:
         raise BadPollOutput(f"unexpected answer from the host (exit {exit_status}): {pueue_error(stderr)}")
@@ -467,7 +473,7 @@ def read_output(
         size = int(file_fields[1]) if len(file_fields) > 1 and _DIGITS.fullmatch(file_fields[1]) else None
     pueue_found = "nopueue" not in fields
     if kind == "status":
-        _raise_for_pueue(stderr, pueue_found)
+        _raise_for_pueue(stderr, pueue_found, pueue)
     handoff_path = " ".join(fields.get("handoff", [])).encode()
     body = memoryview(handoff_path) if kind == "handoff" else memoryview(stdout)[pos:]
     return RemoteState(
@@ -527,16 +533,25 @@ def release(payload: bytes | bytearray | memoryview) -> None:
             owner.close()
 
 
-def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool) -> None:
+def _raise_for_pueue(stderr: bytes | bytearray, pueue_found: bool, pueue: str | None = None) -> None:
     # The script's own line is the last of stderr: look for it at the end only.
     match = _RC.search(stderr, max(len(stderr) - _RC_TAIL, 0))
     rc = int(match.group(1)) if match else None
     message = stderr[: min(match.start() if match else len(stderr), ERROR_BYTES)]  # all pueue_error reads
     if not pueue_found or rc == 127:
-        raise PueueUnavailable("the pueue client was not found on the host")
+        raise PueueUnavailable(f"the pueue client was not found on the host{_looked_for(pueue)}")
     if rc != 0:
         detail = pueue_error(message) or "no message"
         raise PueueUnavailable(f"pueue status failed (exit {rc}): {detail}")
+
+
+def _looked_for(pueue: str | None) -> str:
+    """Where the poll looked for the client: the configured path, or the session's PATH for a bare name."""
+    if pueue is None:
+        return ""
+    if "/" in pueue:
+        return f" at {pueue}"
+    return f" ({pueue!r} is not on the PATH of a non-interactive session: set pueue to its full path)"
 
 
 def _decompress(

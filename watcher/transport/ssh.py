@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import shlex
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from watcher.errors import (
     HostTimeout,
     HostUnreachable,
 )
+from watcher.preflight import file_problem
 from watcher.transport.base import CommandResult, HeadCheck, read_stderr, read_stream
 
 # A connection that dies under a command: asyncssh reports a lost or closed connection as a DisconnectError
@@ -51,6 +54,8 @@ class SSHTransport:
         # The long-lived session of `ask`, and the connection it runs on.
         self._session: tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientProcess[bytes]] | None = None
         self._session_lock = asyncio.Lock()
+        # What host key verification used at the last connect: the known_hosts files, the name and port.
+        self._trust = _Trust(files=(), host=host.destination, key_name=host.destination, port=22)
 
     @property
     def where(self) -> str:
@@ -173,18 +178,24 @@ class SSHTransport:
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
             self._conn = None
+            offered = _OfferedKey()
             try:
                 async with asyncio.timeout(min(timeout, self._connect_timeout)):
                     options = await self._connect_options()
-                    self._conn = await asyncssh.connect(self._host.destination, **options)
+                    self._conn = await asyncssh.connect(
+                        self._host.destination, client_factory=lambda: offered, **options
+                    )
             except HostError:
                 raise
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise _untrusted(self._trust, offered.key, self.where, _reason(exc)) from exc
             except Exception as exc:
                 raise _translate(exc, self.where) from exc
             return self._conn
 
     async def _connect_options(self) -> dict[str, Any]:
         """The options of ``asyncssh.connect``: ours, checked against what ~/.ssh/config resolves to."""
+        self._refuse_missing_files()
         options = self._options()
         # config=(): read ~/.ssh/config as connect() does (the constructor's own default reads none).
         resolved = await asyncssh.SSHClientConnectionOptions.construct(
@@ -192,7 +203,21 @@ class SSHTransport:
         )
         self._refuse_unverified(resolved)
         options.update(_modern_algorithms(resolved.config))
+        self._trust = _trust_of(resolved)
         return options
+
+    def _refuse_missing_files(self) -> None:
+        """A missing key or known_hosts file is named as such: asyncssh would say only "No such file or
+        directory", which reads as if the host had said it."""
+        host = self._host
+        if host.identity_file is not None:
+            path = Path(host.identity_file).expanduser()
+            if (why := file_problem(path)) is not None:
+                raise AuthenticationFailed(f"{self.where}: identity_file {path}: {why}")
+        if host.known_hosts is not None and not host.host_key_unchecked:
+            path = Path(host.known_hosts).expanduser()
+            if (why := file_problem(path)) is not None:
+                raise HostKeyRejected(f"{self.where}: known_hosts {path}: {why}")
 
     def _refuse_unverified(self, resolved: Any) -> None:
         """Only this host's explicit ``known_hosts = "none"`` may turn host key verification off. asyncssh
@@ -233,7 +258,7 @@ class SSHTransport:
         if host.passphrase is not None:
             options["passphrase"] = host.passphrase.get_secret_value()
         if host.known_hosts is not None:
-            # Only the explicit word "none" disables verification; a missing file means no key is trusted.
+            # Only the explicit word "none" disables verification (a missing file is refused before this).
             known = host.known_hosts
             options["known_hosts"] = None if known.lower() == "none" else str(Path(known).expanduser())
         return options
@@ -262,6 +287,109 @@ _WITHOUT_SHA1 = {
 def _modern_algorithms(config: Any) -> dict[str, str]:
     """The algorithm options for a host, unless its ~/.ssh/config entry chooses them itself."""
     return {option: value for key, (option, value) in _WITHOUT_SHA1.items() if not config.get(key)}
+
+
+class _OfferedKey(asyncssh.SSHClient):
+    """The connection's client object: remembers the host key the server offered when known_hosts does not
+    trust it (asyncssh asks its client only then), so that the error can name the key's type and
+    fingerprint. It never trusts the key itself."""
+
+    key: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.key = key
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Trust:
+    """What host key verification checks a connection against: the known_hosts files, the host (as
+    ssh-keyscan reaches it), the name known_hosts lists it under (HostKeyAlias, else the host), the port."""
+
+    files: tuple[str, ...]
+    host: str
+    key_name: str
+    port: int
+
+
+def _trust_of(resolved: Any) -> _Trust:
+    """The known_hosts files asyncssh reads for these options: ours, else ~/.ssh/config's, else ~/.ssh's."""
+    known = resolved.known_hosts
+    if isinstance(known, str):
+        files: tuple[str, ...] = (known,)
+    elif isinstance(known, (list, tuple)) and known and all(isinstance(f, str) for f in known):
+        files = tuple(known)
+    else:
+        files = ("~/.ssh/known_hosts",)
+    paths = tuple(str(Path(f).expanduser()) for f in files)
+    host = str(resolved.host)
+    return _Trust(paths, host, resolved.host_key_alias or host, int(resolved.port or 22))
+
+
+# ssh-keyscan's -t names of asyncssh's key algorithms.
+_KEYSCAN_TYPES = {
+    "ssh-ed25519": "ed25519",
+    "ssh-rsa": "rsa",
+    "ssh-dss": "dsa",
+    "sk-ssh-ed25519@openssh.com": "ed25519-sk",
+    "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sk",
+}
+
+
+def _untrusted(trust: _Trust, key: asyncssh.SSHKey | None, where: str, reason: str) -> HostKeyRejected:
+    """The one-line refusal of a host key known_hosts does not trust. A *changed* key (known_hosts lists
+    this host with another key) stands out, as OpenSSH's "REMOTE HOST IDENTIFICATION HAS CHANGED" does, and
+    says how to remove the old key if the change is expected; an unknown key says how to add it. Both are
+    commands for a human to run, quoted: the names come from the configuration and ~/.ssh/config."""
+    if key is None:  # refused before the key was offered to us: revoked, or a certificate
+        return HostKeyRejected(f"{where}: host key verification failed: {reason}")
+    algorithm = key.algorithm.decode("ascii", "replace")
+    listed = _listed(trust)
+    if listed is not None:
+        path, number = listed
+        name = trust.key_name if trust.port == 22 else f"[{trust.key_name}]:{trust.port}"
+        remove = shlex.join(["ssh-keygen", "-R", name, "-f", path])
+        return HostKeyRejected(
+            f"{where}: HOST KEY CHANGED, possibly a man in the middle (old key: {path} line {number}); "
+            f"if the change is expected, remove it with {remove}"
+        )
+    kind = _KEYSCAN_TYPES.get(algorithm, "ecdsa" if algorithm.startswith("ecdsa-") else None)
+    port = ["-p", str(trust.port)] if trust.port != 22 else []
+    scan = shlex.join(["ssh-keyscan", *port, *(["-t", kind] if kind else []), trust.host])
+    return HostKeyRejected(
+        f"{where}: host key unknown: {algorithm} {key.get_fingerprint()} is not in known_hosts; "
+        f"if that is the host's key, add it with {scan} >> {shlex.quote(trust.files[0])}"
+    )
+
+
+def _listed(trust: _Trust) -> tuple[str, int] | None:
+    """The first known_hosts line (file, line number) that lists this host, hashed names included (asyncssh
+    matches each line as it would the whole file); None when no line does. Read only after a refusal."""
+    addr = trust.key_name if _is_address(trust.key_name) else ""
+    port = trust.port if trust.port != 22 else None
+    for path in trust.files:
+        try:
+            lines = Path(path).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                matched = asyncssh.import_known_hosts(line).match(trust.key_name, addr, port)
+            except (ValueError, asyncssh.Error):
+                continue
+            if any(matched[:3]):  # host keys, CA keys, revoked keys
+                return path, number
+    return None
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 async def _read_until(
@@ -295,6 +423,9 @@ def _translate(exc: BaseException, where: str) -> HostError:
         return HostUnreachable(f"{where}: cannot resolve host name: {exc.strerror or exc}")
     if isinstance(exc, ConnectionRefusedError):
         return HostUnreachable(f"{where}: connection refused")
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A local file asyncssh read (a key or known_hosts file named in ~/.ssh/config): name it.
+        return HostUnreachable(f"{where}: {exc.filename}: {(exc.strerror or str(exc)).lower()}")
     if isinstance(exc, OSError):
         return HostUnreachable(f"{where}: {exc.strerror or exc}")
     if isinstance(exc, asyncssh.Error):

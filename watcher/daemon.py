@@ -301,4 +301,5 @@ async def run_once(
         await daemon.close()
         await store.close()
     ok = all(o.result.ok and o.error is None for o in outcomes)
+    ok = ok and not daemon.outbox.failing  # an alert that did not go out fails the round too
     return (EXIT_OK if ok else EXIT_FAILED), outcomes

@@ -1,5 +1,9 @@
-"""``pueue-watcher health``: one line per item (configuration, state store, each host's SSH and pueue, each
-ClickHouse, the metrics port), and a non-zero exit when any item is broken. For operators' own checks."""
+"""``pueue-watcher health``: one line per item (configuration, each host's local files, state store, each
+alert sink's deliveries, each host's SSH and pueue, each ClickHouse, the metrics port), and a non-zero exit
+when any item is broken. For operators' own checks.
+
+A sink is judged from the store, as the daemon left it (health sends nothing): it is failing while its last
+delivery attempt failed or events wait to be tried again, which is when alerts are not reaching anyone."""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from watcher.checking import ClickHouseHandles
 from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.fleet import Fleet
+from watcher.preflight import problems
 from watcher.render import clean, human_bytes
 from watcher.store import Store
+from watcher.store.queries import SinkDeliveries
 
 
 async def run_health(settings: Settings, out: TextIO) -> int:
@@ -21,22 +27,35 @@ async def run_health(settings: Settings, out: TextIO) -> int:
     def line(ok: bool, item: str, detail: str) -> None:
         nonlocal failures
         failures += not ok
-        out.write(f"{'ok  ' if ok else 'FAIL'}  {item}: {clean(detail, 200)}\n")
+        out.write(f"{'ok  ' if ok else 'FAIL'}  {item}: {clean(detail, 400)}\n")
 
     line(
         True,
         "config",
         f"{len(settings.hosts)} hosts, {len(settings.checks)} checks, {len(settings.alerts)} sinks",
     )
+    missing = problems(settings.hosts)
+    for problem in missing:
+        line(False, f"host {problem.host}", problem.message)
     try:
         store = await Store.open(settings.watcher.state_path)
     except StoreError as exc:
         line(False, "state store", str(exc))
     else:
-        await store.close()
-        line(True, "state store", settings.watcher.state_path)
+        try:
+            deliveries = {d.sink: d for d in await store.sink_deliveries()}
+        except StoreError as exc:
+            line(False, "state store", str(exc))
+        else:
+            line(True, "state store", settings.watcher.state_path)
+            for name in [a.name for a in settings.alerts] or ["console"]:
+                ok, detail = _sink(deliveries.get(name))
+                line(ok, f"sink {name}", detail)
+        finally:
+            await store.close()
 
-    fleet = Fleet(settings)
+    # A host whose files are missing was reported above: connecting would only say it again.
+    fleet = Fleet(settings, [h for h in settings.hosts if h.name not in {p.host for p in missing}])
     try:
         for result in await fleet.poll():
             host = next(h for h in settings.hosts if h.name == result.host)
@@ -72,6 +91,26 @@ async def run_health(settings: Settings, out: TextIO) -> int:
     ok, detail = _metrics_port(settings.metrics.listen)
     line(ok, "metrics", detail)
     return 0 if failures == 0 else 1
+
+
+def _sink(state: SinkDeliveries | None) -> tuple[bool, str]:
+    """(ok, detail) of one sink: its last attempt and what waits."""
+    if state is None:
+        return True, "nothing sent yet"
+    waiting = f"{state.pending + state.failed} undelivered"
+    if state.pending or state.failed:
+        waiting += f" ({state.pending} pending, {state.failed} failed for good)"
+    if state.last_status not in (None, "delivered") or state.retrying:
+        when = _when(state.last_at)
+        return False, f"failing: last delivery failed {when}: {state.last_error or 'no message'}; {waiting}"
+    if state.last_delivered_at is None:
+        return True, f"not tried yet; {waiting}"
+    return True, f"last delivered {_when(state.last_delivered_at)}; {waiting}"
+
+
+def _when(at: str | None) -> str:
+    """The store's UTC timestamp, to the second."""
+    return "at an unknown time" if at is None else f"at {at[:19].replace('T', ' ')} UTC"
 
 
 def _metrics_port(listen: str) -> tuple[bool, str]:

@@ -76,6 +76,9 @@ class Outbox:
         self._wake = {config.name: asyncio.Event() for config in self._configs}
         self._store_error: str | None = None  # the store's failure in force, logged once
         self.undispatched = False  # a flush failed: committed events wait for the next one
+        # Sinks whose last round failed, with its error, until one of theirs succeeds: ``once`` exits non-zero
+        # when its round left one here.
+        self.failing: dict[str, str] = {}
         if any(config.kind != "console" for config in self._configs):
             # Imported and built here, before the daemon's loop runs: importing httpx takes over 100 ms,
             # which at the first delivery would hold every host's poll (bench/, loop_lag.py).
@@ -113,7 +116,8 @@ class Outbox:
         await asyncio.gather(*workers, return_exceptions=True)
 
     async def drain(self, attempts: int = 3) -> None:
-        """Dispatch, then one delivery round per sink (for ``once``): what fails stays pending."""
+        """Dispatch, then one delivery round per sink (for ``once``): what fails stays pending, and the sink
+        is left in ``failing``."""
         await self.flush()
         await asyncio.gather(*(self._round(c, attempts) for c in self._configs))
 
@@ -173,6 +177,7 @@ class Outbox:
             self._failed(config.name, f"{type(exc).__name__}: {exc}", len(ids), permanent=False)
             return 0, ROUND_BACKOFF
         await self._store.settle_deliveries(config.name, ids, "delivered")
+        self.failing.pop(config.name, None)
         await self._depth()
         return len(ids), 0.0
 
@@ -187,6 +192,7 @@ class Outbox:
 
     def _failed(self, sink: str, error: str, count: int, *, permanent: bool) -> None:
         log.warning("delivery.failed", sink=sink, events=count, permanent=permanent, error=error)
+        self.failing[sink] = error
         if self._metrics is not None:
             self._metrics.delivery_failed(sink)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 
@@ -285,6 +286,38 @@ def delivered(conn: sqlite3.Connection, sink: str) -> list[str]:
         (sink,),
     )
     return [event_id for (event_id,) in rows]
+
+
+class SinkDeliveries(NamedTuple):
+    """One sink's deliveries, for ``health``: what waits, and how the sink's last attempt went."""
+
+    sink: str
+    pending: int  # not delivered yet, to be tried (again)
+    retrying: int  # of those, tried at least once
+    failed: int  # refused for good
+    last_status: str | None  # of the last attempt: "delivered", "pending" (failed, to retry) or "failed"
+    last_error: str | None
+    last_at: str | None
+    last_delivered_at: str | None
+
+
+def sink_deliveries(conn: sqlite3.Connection) -> list[SinkDeliveries]:
+    rows = conn.execute(
+        "SELECT sink, count(*) FILTER (WHERE status = 'pending'),"
+        " count(*) FILTER (WHERE status = 'pending' AND attempts > 0),"
+        " count(*) FILTER (WHERE status = 'failed'),"
+        " max(updated_at) FILTER (WHERE status = 'delivered')"
+        " FROM deliveries GROUP BY sink ORDER BY sink"
+    ).fetchall()
+    found = []
+    for sink, pending, retrying, failed, delivered_at in rows:
+        status, error, at = conn.execute(
+            "SELECT status, last_error, updated_at FROM deliveries WHERE sink = ? AND attempts > 0"
+            " ORDER BY updated_at DESC, event_seq DESC LIMIT 1",
+            (sink,),
+        ).fetchone() or (None, None, None)
+        found.append(SinkDeliveries(sink, pending, retrying, failed, status, error, at, delivered_at))
+    return found
 
 
 def last_event(conn: sqlite3.Connection, host: str, kinds: Sequence[str]) -> Event | None:

@@ -116,6 +116,10 @@ class Store:
     async def delivered(self, sink: str) -> list[str]:
         return await self._call("reading deliveries", queries.delivered, sink)
 
+    async def sink_deliveries(self) -> list[queries.SinkDeliveries]:
+        """Per sink that has deliveries: how many wait or failed, and how its last attempt went."""
+        return await self._call("reading deliveries", queries.sink_deliveries)
+
     async def last_event(self, host: str, kinds: Sequence[str]) -> Event | None:
         return await self._call("reading events", queries.last_event, host, tuple(kinds))
 

@@ -17,6 +17,8 @@ from structlog.testing import capture_logs
 from tests.harness.fleet import REPO, write_config
 from watcher.errors import StoreError, StorePathUnsafe
 from watcher.store import Store
+from watcher.store.files import StoreMissing
+from watcher.store.lock import StoreInUse
 
 NOBODY = 65534
 
@@ -34,6 +36,10 @@ def digest(path: Path) -> str:
 
 
 # Blocking file helpers, kept out of the async tests' bodies.
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
 
 
 def companion(path: Path, suffix: str) -> Path:
@@ -213,3 +219,50 @@ def test_history_narrows_quietly(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (proc.returncode, json.loads(proc.stdout), proc.stderr) == (0, [], "")
     assert mode_of(path) == 0o600
+
+
+async def test_a_read_only_open_creates_nothing(tmp_path: Path) -> None:
+    """``create=False`` (``history``): a missing database, or a missing directory, raises StoreMissing in one
+    line and creates no file or directory."""
+    for path in (tmp_path / "state.db", tmp_path / "absent" / "state.db"):
+        with pytest.raises(StoreMissing) as caught:
+            await Store.open(path, create=False)
+        assert str(caught.value) == f"no state store at {path}"
+        assert names(tmp_path) == []
+
+
+async def test_an_exclusive_store_is_held_until_closed(tmp_path: Path) -> None:
+    """``exclusive`` (``run``, ``once``) takes ``state.db.lock`` (0600, this pid in it); a second exclusive
+    open is refused in one line naming the holder, a plain open is not; closing frees it."""
+    path = tmp_path / "state" / "state.db"
+    with umask(0o022):
+        first = await Store.open(path, exclusive=True)
+    lock = companion(path, ".lock")
+    try:
+        assert (lock.read_text(), mode_of(lock)) == (f"{os.getpid()}\n", 0o600)
+        with pytest.raises(StoreInUse) as caught:
+            await Store.open(path, exclusive=True)
+        assert caught.value.permanent
+        assert str(caught.value) == f"state store {path} is in use by pid {os.getpid()}"
+        reader = await Store.open(path, create=False)
+        await reader.close()
+    finally:
+        await first.close()
+    second = await Store.open(path, exclusive=True)
+    await second.close()
+
+
+async def test_a_linked_lock_file_is_refused(tmp_path: Path) -> None:
+    """A link planted at ``state.db.lock`` is not followed: its target is neither created nor written."""
+    path = tmp_path / "state.db"
+    target = tmp_path / "target"
+    companion(path, ".lock").symlink_to(target)
+    message = await _refused_exclusive(path)
+    assert message == f"{path}.lock: a symbolic link; refusing to follow it (name the file itself)"
+    assert not target.exists()
+
+
+async def _refused_exclusive(path: Path) -> str:
+    with pytest.raises(StorePathUnsafe) as caught:
+        await Store.open(path, exclusive=True)
+    return str(caught.value)

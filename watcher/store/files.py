@@ -10,7 +10,9 @@ phases and events; a file others may read gives the fleet away. So, before SQLit
 - each of the three files that exists must be a regular file owned by this user: a link, or a file of
   another user, is refused, not followed or taken over. That includes root: run the commands that open the
   store as the daemon's user (``sudo -u pueue-watcher pueue-watcher history``);
-- a missing database is created 0600, whatever the umask. SQLite gives -wal and -shm the database's mode;
+- a missing database is created 0600, whatever the umask. SQLite gives -wal and -shm the database's mode.
+  The read-only commands never create one (``create=False``): an admin's ``history`` against their own
+  configuration would otherwise make an empty store in their home and report "no phases";
 - an existing file that its group or others may read or write is narrowed to 0600, and the log says so.
   :func:`narrow` runs after the database has been inspected, so that a file refused as foreign keeps its mode.
 """
@@ -23,11 +25,19 @@ import stat
 
 import structlog
 
-from watcher.errors import StorePathUnsafe
+from watcher.errors import StoreError, StorePathUnsafe
 
 log = structlog.get_logger("watcher.store")
 
 COMPANIONS = ("-wal", "-shm")
+
+
+class StoreMissing(StoreError):
+    """There is no database at the path, and the caller (a read-only command) must not create one."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no state store at {path}", permanent=True)
+        self.path = path
 
 
 def make_parents(directory: str) -> None:
@@ -44,10 +54,12 @@ def make_parents(directory: str) -> None:
         os.mkdir(each, 0o700)
 
 
-def check(path: str) -> bool:
-    """Refuse an unsafe directory or file (StorePathUnsafe); create a missing database 0600. True when the
-    database existed before."""
+def check(path: str, *, create: bool = True) -> bool:
+    """Refuse an unsafe directory or file (StorePathUnsafe); create a missing database 0600, or raise
+    StoreMissing without ``create``. True when the database existed before."""
     directory = os.path.dirname(path)
+    if not create and not os.path.lexists(path):
+        raise StoreMissing(path)
     if os.stat(directory).st_mode & stat.S_IWOTH:
         raise StorePathUnsafe(
             f"{path}: its directory is writable by every user, who could swap the state for a link; "
@@ -59,9 +71,11 @@ def check(path: str) -> bool:
             found = os.lstat(name)
         except FileNotFoundError:
             continue
-        _refuse_unless_ours(name, found)
+        refuse_unless_ours(name, found)
         existed = existed or name == path
     if not existed:
+        if not create:  # removed since the first look
+            raise StoreMissing(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, 0o600)  # the umask may have taken bits from the owner too
@@ -80,11 +94,11 @@ def narrow(path: str) -> None:
             continue
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                _refuse_unless_ours(name, os.lstat(name))
+                refuse_unless_ours(name, os.lstat(name))
             raise
         try:
             found = os.fstat(fd)
-            _refuse_unless_ours(name, found)
+            refuse_unless_ours(name, found)
             if found.st_mode & 0o077:
                 os.fchmod(fd, 0o600)
                 log.warning("store.permissions_narrowed", path=name, was=f"{stat.S_IMODE(found.st_mode):04o}")
@@ -92,7 +106,7 @@ def narrow(path: str) -> None:
             os.close(fd)
 
 
-def _refuse_unless_ours(name: str, found: os.stat_result) -> None:
+def refuse_unless_ours(name: str, found: os.stat_result) -> None:
     if stat.S_ISLNK(found.st_mode):
         raise StorePathUnsafe(f"{name}: a symbolic link; refusing to follow it (name the file itself)")
     if not stat.S_ISREG(found.st_mode):

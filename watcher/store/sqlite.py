@@ -17,7 +17,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from watcher.errors import StoreError
 from watcher.phases.records import Event, PhaseRecord
-from watcher.store import files, queries, schema
+from watcher.store import files, lock, queries, schema
 from watcher.store.connection import connect, translate
 from watcher.store.records import CheckRun, CleanRecord, GateAction
 
@@ -28,26 +28,39 @@ T = TypeVar("T")
 class Store:
     """Phases, tracker state, snapshot digests, the event outbox and the record of cleans, in SQLite."""
 
-    def __init__(self, path: str, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, path: str, executor: ThreadPoolExecutor, conn: sqlite3.Connection, lock_fd: int | None = None
+    ) -> None:
         self.path = path
         self._executor = executor
         self._conn = conn  # touched in the store thread only
+        self._lock_fd = lock_fd
         self._closed = False
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Store:
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        create: bool = True,
+        exclusive: bool = False,
+    ) -> Store:
         """Open or create the database at ``path`` and bring its schema up to date.
 
         A file that is neither empty nor a sound database of ours, at most as new as this code, raises
-        StoreError(permanent=True) and is left as it was."""
+        StoreError(permanent=True) and is left as it was. ``create=False`` (the read-only commands) creates
+        no file and no directory: a missing database raises StoreMissing. ``exclusive`` (the daemon, ``once``)
+        holds the store's lock until :meth:`close`, and raises StoreInUse while another process holds it
+        (``lock.py``)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        job = partial(_open, os.fspath(path), busy_timeout)
+        job = partial(_open, os.fspath(path), busy_timeout, create=create, exclusive=exclusive)
         try:
-            resolved, conn = await asyncio.get_running_loop().run_in_executor(executor, job)
+            resolved, conn, lock_fd = await asyncio.get_running_loop().run_in_executor(executor, job)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(resolved, executor, conn)
+        return cls(resolved, executor, conn, lock_fd)
 
     async def close(self) -> None:
         """Checkpoint the WAL into the database file and close. Closing twice is fine."""
@@ -58,6 +71,9 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         finally:
             self._executor.shutdown(wait=False)
+            if self._lock_fd is not None:  # after the last write: the next daemon may start now
+                lock.release(self._lock_fd)
+                self._lock_fd = None
 
     def _close(self) -> None:
         try:
@@ -195,26 +211,40 @@ class Store:
             raise translate(exc, self.path, doing) from exc
 
 
-def _open(given: str, busy_timeout: float) -> tuple[str, sqlite3.Connection]:
-    """Check the files at ``given`` (``files.py``), inspect an existing database, then open it and run the
-    migrations."""
+def _open(
+    given: str, busy_timeout: float, *, create: bool, exclusive: bool
+) -> tuple[str, sqlite3.Connection, int | None]:
+    """Check the files at ``given`` (``files.py``), inspect an existing database, take the lock if asked,
+    then open the database and run the migrations."""
     path = os.path.abspath(os.path.expanduser(given))
+    lock_fd = None
     try:
-        files.make_parents(os.path.dirname(path))
-        if files.check(path):
-            schema.inspect(path)
-        files.narrow(path)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot create the state database: {exc.strerror}", permanent=True) from exc
-    try:
-        conn = connect(path, busy_timeout)
-    except sqlite3.Error as exc:
-        raise translate(exc, path, "opening the state database") from exc
-    try:
-        schema.migrate(conn)
-    except BaseException as exc:
-        conn.close()
-        if isinstance(exc, sqlite3.Error):
-            raise translate(exc, path, "migrating the state database") from exc
+        try:
+            if create:
+                files.make_parents(os.path.dirname(path))
+            if files.check(path, create=create):
+                schema.inspect(path)
+            # After the inspection: a file refused as foreign keeps nothing new beside it, not even a lock.
+            if exclusive:
+                lock_fd = lock.hold(path)
+            files.narrow(path)
+        except OSError as exc:
+            raise StoreError(
+                f"{path}: cannot create the state database: {exc.strerror}", permanent=True
+            ) from exc
+        try:
+            conn = connect(path, busy_timeout)
+        except sqlite3.Error as exc:
+            raise translate(exc, path, "opening the state database") from exc
+        try:
+            schema.migrate(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, path, "migrating the state database") from exc
+            raise
+    except BaseException:
+        if lock_fd is not None:
+            lock.release(lock_fd)
         raise
-    return path, conn
+    return path, conn, lock_fd

@@ -233,7 +233,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     hosts = _chosen_hosts(settings, None, args.shard)
     if hosts is None:
         return EXIT_CONFIG
-    return asyncio.run(run_daemon(settings, hosts))
+    return asyncio.run(run_daemon(settings, hosts, args.shard))
 
 
 def _once(settings: Settings, args: argparse.Namespace) -> int:
@@ -248,7 +248,7 @@ def _once(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # With --json, stdout is the list of events; the log goes to stderr.
     logs.configure(sys.stderr if args.json else sys.stdout)
-    code, outcomes = asyncio.run(run_once(settings, hosts))
+    code, outcomes = asyncio.run(run_once(settings, hosts, args.shard))
     if args.json and code != EXIT_CONFIG:  # a refused store ran nothing: an empty list would say "no events"
         events = [event.to_dict() for outcome in outcomes for event in outcome.events]
         sys.stdout.write(json.dumps(events) + "\n")

@@ -11,6 +11,10 @@ shutdown may finish within the same grace period, then its client is stopped (pu
 received) and it is recorded as partial. A commit already handed to the store thread completes or rolls back
 as a whole, and the store is closed (flushed) before the exit, which is logged as ``stopped`` (or
 ``crashed``).
+
+A watcher with no host to watch (none configured, or none in its shard) says so once at start, then runs
+as usual (metrics, delivery of what an earlier run left) and stops cleanly: an idle shard is not a fault.
+Only one ``run`` or ``once`` may use a state store at a time (``watcher/store/lock.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from watcher.config import HostConfig, Settings
 from watcher.errors import StoreError
 from watcher.hygiene import Hygiene
 from watcher.metrics import MetricsError, MetricsState, start_metrics_server
+from watcher.no_hosts import no_hosts
 from watcher.outbox import Outbox
 from watcher.poll.poller import HostPoller
 from watcher.sdnotify import notify, watchdog_interval
@@ -74,8 +79,15 @@ class _Stats:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, store: Store, hosts: Sequence[HostConfig] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hosts: Sequence[HostConfig] | None = None,
+        shard: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.shard = shard  # the command line's --shard, for the no_hosts warning
         self.store = store
         self.metrics = MetricsState()
         self.outbox = Outbox(store, settings.alerts, self.metrics)
@@ -143,6 +155,7 @@ class Daemon:
         summary = asyncio.create_task(self._summaries(stop), name="summary")
         lag = asyncio.create_task(self.metrics.loop_lag.run(stop), name="loop-lag")
         log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
+        self.warn_if_idle()
         for w in self.watches:
             if w.host.host_key_unchecked:
                 log.warning("host.key_unchecked", host=w.host.name, reason='known_hosts = "none"')
@@ -153,7 +166,8 @@ class Daemon:
         notify("STOPPING=1")
         grace = self.settings.watcher.grace_period
         stopping = time.monotonic()
-        done, pending = await asyncio.wait(loops, timeout=grace)
+        # asyncio.wait refuses an empty set, and a watcher without hosts has no loops to wait for.
+        done, pending = await asyncio.wait(loops, timeout=grace) if loops else (set(), set())
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -169,6 +183,13 @@ class Daemon:
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+    def warn_if_idle(self) -> None:
+        """Say once why this watcher watches nothing: otherwise only ``"hosts": 0`` would tell."""
+        if not self.watches:
+            named = "none of the hosts named with --host is in this shard"
+            reason = no_hosts(self.settings, self.shard) or named
+            log.warning("no_hosts", reason=reason)
 
     async def close(self) -> None:
         await self.outbox.close()
@@ -242,7 +263,7 @@ async def open_store(settings: Settings, stop: asyncio.Event | None = None) -> S
     wait, failing = STORE_RETRY[0], None
     while True:
         try:
-            store = await Store.open(settings.watcher.state_path)
+            store = await Store.open(settings.watcher.state_path, exclusive=True)
         except StoreError as exc:
             if exc.permanent or stop is None:
                 log.error("store.unusable", error=str(exc))
@@ -261,7 +282,9 @@ async def open_store(settings: Settings, stop: asyncio.Event | None = None) -> S
         return store
 
 
-async def run_daemon(settings: Settings, hosts: Sequence[HostConfig] | None = None) -> int:
+async def run_daemon(
+    settings: Settings, hosts: Sequence[HostConfig] | None = None, shard: str | None = None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -272,7 +295,7 @@ async def run_daemon(settings: Settings, hosts: Sequence[HostConfig] | None = No
             return EXIT_CONFIG
         log.info("stopped")
         return EXIT_OK
-    daemon = Daemon(settings, store, hosts)
+    daemon = Daemon(settings, store, hosts, shard)
     try:
         await daemon.run(stop)
     except MetricsError as exc:
@@ -289,12 +312,13 @@ async def run_daemon(settings: Settings, hosts: Sequence[HostConfig] | None = No
 
 
 async def run_once(
-    settings: Settings, hosts: Sequence[HostConfig] | None = None
+    settings: Settings, hosts: Sequence[HostConfig] | None = None, shard: str | None = None
 ) -> tuple[int, list[CycleOutcome]]:
     store = await open_store(settings)
     if store is None:
         return EXIT_CONFIG, []
-    daemon = Daemon(settings, store, hosts)
+    daemon = Daemon(settings, store, hosts, shard)
+    daemon.warn_if_idle()
     try:
         outcomes = await daemon.once()
     finally:

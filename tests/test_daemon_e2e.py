@@ -127,6 +127,7 @@ def test_completion_while_down_fires_once_after_restart(
 ) -> None:
     ids = years(host, ["a", "b"])
     daemon.start()
+    daemon.wait_for(lambda: daemon.events("started"))  # the store exists: `history` creates none
     daemon.wait_for(lambda: any(p["status"] == "open" for p in history(config)))
     assert daemon.terminate() == 0
     finish(host, ["a", "b"], ids)

@@ -260,14 +260,18 @@ def _history(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from watcher import logs
-    from watcher.history import history_document, history_table, load_history
+    from watcher.history import history_document, history_text, load_history
 
     # stdout is the document; the store's warnings (a state file narrowed to 0600) are the daemon's to report.
+    # Exit status: 0, 1 when there is no store at state_path (none is created), 2 when it cannot be used.
     logs.configure(sys.stderr, level="error")
-    code, phases = asyncio.run(load_history(settings, host=args.host, group=args.group))
-    if code:
+    code, history = asyncio.run(load_history(settings, host=args.host, group=args.group))
+    if history is None:
         return code
-    sys.stdout.write(json.dumps(history_document(phases)) + "\n" if args.json else history_table(phases))
+    if args.json:
+        sys.stdout.write(json.dumps(history_document(history.entries)) + "\n")
+    else:
+        sys.stdout.write(history_text(history, host=args.host, group=args.group))
     return EXIT_OK
 
 

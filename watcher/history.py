@@ -1,4 +1,10 @@
-"""``pueue-watcher history``: past phases with their checks and gate actions, as a table or JSON."""
+"""``pueue-watcher history``: past phases with their checks and gate actions, as a table or JSON.
+
+A read-only command: it never creates a store. A missing one is reported in one line, with exit 1: most often
+the command read another configuration than the daemon's (an admin's own ``~/.local/state``), and an empty
+store made there would answer "no phases recorded yet" for a fleet that has a history. The table names the
+store it read; ``--json`` prints only the document.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,14 @@ from watcher.errors import StoreError
 from watcher.phases.records import PhaseRecord
 from watcher.render import clean, human_duration
 from watcher.store import CheckRun, GateAction, Store
+from watcher.store.files import StoreMissing
+
+EXIT_OK, EXIT_NO_STORE, EXIT_UNUSABLE = 0, 1, 2
+
+# Where the system unit keeps its store (docs/operations.md): the usual answer to a missing one.
+SYSTEM_UNIT_HINT = (
+    "the system unit's store: sudo -u pueue-watcher pueue-watcher history -c /etc/pueue-watcher/config.toml"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,24 +34,36 @@ class PhaseHistory:
     gates: list[GateAction]
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    path: str  # the store read, resolved
+    entries: list[PhaseHistory]
+
+
 async def load_history(
     settings: Settings, *, host: str | None, group: str | None
-) -> tuple[int, list[PhaseHistory]]:
+) -> tuple[int, History | None]:
+    """The phases of the store at ``watcher.state_path``; or an exit code and None, after one line on stderr:
+    1 when there is no store there, 2 when it cannot be used."""
     try:
-        store = await Store.open(settings.watcher.state_path)
+        store = await Store.open(settings.watcher.state_path, create=False)
+    except StoreMissing as exc:
+        print(f"{exc}: no watcher has recorded there ({SYSTEM_UNIT_HINT})", file=sys.stderr)
+        return EXIT_NO_STORE, None
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2, []
+        return EXIT_UNUSABLE, None
     try:
         phases = await store.phases(host=host, group=group)
         checks = await store.check_runs(host=host)
         gates = await store.gate_actions(host=host)
     finally:
         await store.close()
-    return 0, [
+    entries = [
         PhaseHistory(p, [c for c in checks if c.phase_id == p.id], [g for g in gates if g.phase_id == p.id])
         for p in phases
     ]
+    return EXIT_OK, History(store.path, entries)
 
 
 def history_document(entries: list[PhaseHistory]) -> list[dict[str, Any]]:
@@ -68,6 +94,21 @@ def _phase(p: PhaseRecord) -> dict[str, Any]:
         "tasks": p.tasks,
         "failed_labels": p.failed_labels,
     }
+
+
+def history_text(history: History, *, host: str | None, group: str | None) -> str:
+    """The table, under a line naming the store it was read from."""
+    return f"state store: {history.path}\n" + (
+        history_table(history.entries) if history.entries else _nothing(host, group)
+    )
+
+
+def _nothing(host: str | None, group: str | None) -> str:
+    """An empty answer says whether the filters or the store are empty."""
+    if host is None and group is None:
+        return "no phases recorded yet\n"
+    named = [f"{kind} {name!r}" for kind, name in (("host", host), ("group", group)) if name is not None]
+    return f"no phases for {', '.join(named)}\n"
 
 
 def history_table(entries: list[PhaseHistory]) -> str:

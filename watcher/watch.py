@@ -130,10 +130,11 @@ class HostWatch:
         in the cycle that only settles the clean it started)."""
         polled_at = time.monotonic()
         if self._tracks is None:
-            # The tracked groups come first within the per-host limits (poll/select.py). A store that fails
-            # here fails again at the observation after the poll, which reports it.
+            # The tracked groups come first within the per-host limits (poll/select.py). Only their names:
+            # the tracks themselves are loaded by the observation, which must run again after a failed commit
+            # (a store that fails here fails there too, and is reported there).
             with contextlib.suppress(StoreError):
-                self.poller.keep = frozenset(await self._tracks_loaded())
+                self.poller.keep = frozenset(await self.store.load_tracks(self.host.name))
         result = await self.poller.poll()
         self.metrics.observe_poll(result, result.at)
         outcome = CycleOutcome(result)

@@ -65,6 +65,8 @@ from watcher.poll.remote import MARKER, pueue_error, read_local_state, read_outp
 from watcher.pueue import parse
 from watcher.pueue.parse import decode_status, parse_groups, snapshot_of
 from watcher.render import status_document, status_table
+from watcher.sanitize import LABEL_MAX
+from watcher.sanitize import label as label_of
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 TREES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
@@ -585,7 +587,9 @@ def test_hostile_names_travel_end_to_end(ledger: Ledger, tmp_path: Path, sshd_fa
                 )
             )
             daemon.start()
-            every = {*names, huge_group, "big"}
+            daemon.wait_for(lambda: daemon.events("started"))  # its store exists: history can read it
+            # The group with a 1 MB name is over watcher.max_group_name: not watched (and counted as dropped).
+            every = {*names, "big"}
             daemon.wait_for(lambda: {p["group"] for p in history(config) if p["status"] == "open"} >= every)
             for name in [*names, huge_group, "big"]:
                 if name not in gated.values():
@@ -635,6 +639,7 @@ def test_hostile_names_travel_end_to_end(ledger: Ledger, tmp_path: Path, sshd_fa
             [e["phase"] for e in events if e["event"] == "phase.completed"],
         )
         assert {p["group"] for p in phases} >= every
+        assert huge_group not in {p["group"] for p in phases}
         # Slack: nothing it would read as a mention, a link or an entity; 1 MB strings cut to Slack's limits.
         for request in slack_hook.requests:
             payload = request.json()
@@ -657,7 +662,11 @@ def test_hostile_names_travel_end_to_end(ledger: Ledger, tmp_path: Path, sshd_fa
         assert max(map(len, daemon.log.read_text().splitlines())) < 20_000  # journald splits beyond 48K
         families = list(text_string_to_metric_families(metrics.decode()))
         groups = {s.labels.get("group") for f in families for s in f.samples}
-        assert groups >= {*names, huge_group}
+        # Each name as its label: itself when short and printable, else cut, cleaned and hashed (sanitize.py).
+        assert groups >= {label_of(name) for name in names}
+        assert all(len(g) <= LABEL_MAX for g in groups if g is not None)
+        dropped = [s for f in families for s in f.samples if s.name == "pueue_watcher_groups_dropped"]
+        assert {s.labels["reason"]: s.value for s in dropped}["name_length"] == 1
 
 
 def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 180) -> bytes:
@@ -716,7 +725,9 @@ def test_the_log_in_a_terminal_shows_hostile_names_escaped(ledger: Ledger, tmp_p
         finally:
             sim.close()
         text = output.decode()
-        assert len(re.findall(r"phase\.completed(?!:)", text)) == len(names), text[-3000:]  # not in ids
+        # The 1 MB name is over watcher.max_group_name: that group is not watched, and said so.
+        assert len(re.findall(r"phase\.completed(?!:)", text)) == len(names) - 1, text[-3000:]  # not in ids
+        assert "host.groups_dropped" in text
         for name in names:
             assert name.encode() not in output
             assert name[:40].encode() not in output or name[:40].isprintable()

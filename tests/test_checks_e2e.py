@@ -216,7 +216,7 @@ def test_malicious_table_name_is_rejected_at_load(tmp_path: Path) -> None:
     )
     proc = watcher("status", "-c", str(config))
     assert proc.returncode == 2
-    assert "checks[0].duplicates.table: 'bars; DROP TABLE bars' is not a table name" in proc.stderr
+    assert "checks[0].table: 'bars; DROP TABLE bars' is not a table name" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from tests.harness.daemon import DaemonProcess
 from tests.harness.fleet import REPO, watcher, write_config
+from watcher import __version__
 from watcher.history import SYSTEM_UNIT_HINT
 from watcher.shard import shard_of
 
@@ -58,6 +59,11 @@ def test_run_without_hosts_warns_then_stops_on_sigterm_with_exit_0(daemon: Daemo
     assert daemon.terminate() == 0, daemon.log.read_text()
     (started,) = daemon.events("started")
     assert started["hosts"] == 0
+    # The line an operator looks for first: which program, which file, which store, where the metrics are.
+    assert started["version"] == __version__
+    assert started["config"] == str(daemon.config.resolve())
+    assert started["state_path"] == str(daemon.config.parent / "state" / "state.db")
+    assert started["metrics"] is None  # metrics.listen = ""
     (warning,) = daemon.events("no_hosts")
     assert warning["level"] == "warning"
     assert warning["reason"] == "no hosts configured: add a [[hosts]] table to the configuration"
@@ -151,3 +157,21 @@ def test_history_names_the_store_it_read_and_the_filters_that_matched_nothing(tm
     assert nosuch.stdout.splitlines() == [f"state store: {state}", "no phases for group 'nosuch'"]
     document = watcher("history", "--json", "--group", "nosuch", "-c", str(config), timeout=60)
     assert (document.returncode, document.stdout, document.stderr) == (0, "[]\n", "")
+
+
+def test_health_and_validate_on_a_fresh_configuration(tmp_path: Path) -> None:
+    """Before any daemon ran: ``health`` says the store is not created yet (not a failure) and creates none;
+    ``config validate`` warns about a configuration with no hosts, and counts in the singular."""
+    config, state = config_at(tmp_path, [])
+    health = watcher("health", "-c", str(config))
+    expected = f"ok    state store: {state}: not created yet (the daemon creates it)"
+    assert expected in health.stdout.splitlines()
+    assert not state.exists() and not state.parent.exists()
+    validate = watcher("config", "validate", str(config))
+    assert validate.returncode == 0
+    reason = "no hosts configured: add a [[hosts]] table to the configuration"
+    assert validate.stderr == f"warning: {config}: {reason}\n"
+    assert validate.stdout == f"ok: {config}: 0 hosts, 0 checks, 0 sinks\n"
+    (tmp_path / "one").mkdir()
+    one, _ = config_at(tmp_path / "one", [{**HOST, "pueue": "pueue"}])
+    assert watcher("config", "validate", str(one)).stdout.endswith(": 1 host, 0 checks, 0 sinks\n")

@@ -51,6 +51,9 @@ def test_readme_commands_run(tmp_path: Path, sshd_factory: SSHFactory) -> None:
         # A HOME of its own: `config init` writes there, not in the home of whoever runs the tests.
         env = {**os.environ, "PUEUE_WATCHER_CONFIG": str(config), "HOME": str(tmp_path / "home")}
         env.pop("XDG_CONFIG_HOME", None)
+        # The store exists once the daemon has run: `history` reads it and never creates one.
+        subprocess.run([sys.executable, "-m", "watcher", "once", "-c", str(config)], cwd=REPO, env=env,
+                       capture_output=True, timeout=120, check=True)  # fmt: skip
         ran = []
         for command in commands:
             if command.startswith("./dev test"):

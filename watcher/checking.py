@@ -182,7 +182,7 @@ async def _last_phase(settings: Settings, host: str, group: str) -> PhaseRecord 
     from watcher.store import Store
 
     try:
-        store = await Store.open(settings.watcher.state_path)
+        store = await Store.open(settings.watcher.state_path, create=False)  # `check` only reads it
     except StoreError:
         return None
     try:

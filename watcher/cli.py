@@ -233,7 +233,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     hosts = _chosen_hosts(settings, None, args.shard)
     if hosts is None:
         return EXIT_CONFIG
-    return asyncio.run(run_daemon(settings, hosts, args.shard))
+    from watcher.config import find_config
+
+    source = str(find_config(args.config).resolve())
+    return asyncio.run(run_daemon(settings, hosts, args.shard, config_path=source))
 
 
 def _once(settings: Settings, args: argparse.Namespace) -> int:
@@ -313,6 +316,8 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 def _config_validate(args: argparse.Namespace) -> int:
     from watcher.config import find_config, load_settings
     from watcher.errors import ConfigError
+    from watcher.health import counts
+    from watcher.no_hosts import no_hosts
     from watcher.preflight import problems
 
     path = find_config(args.file)
@@ -328,8 +333,9 @@ def _config_validate(args: argparse.Namespace) -> int:
         print(f"config error: {path}: host {each.host}: {each.message}", file=sys.stderr)
     if missing:
         return EXIT_CONFIG
-    counts = f"{len(settings.hosts)} hosts, {len(settings.checks)} checks, {len(settings.alerts)} sinks"
-    print(f"ok: {path}: {counts}")
+    if (reason := no_hosts(settings)) is not None:
+        print(f"warning: {path}: {reason}", file=sys.stderr)
+    print(f"ok: {path}: {counts(settings)}")
     return EXIT_OK
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from checks.probes.health import BreachTracker
+from watcher import __version__
 from watcher.checking import ClickHouseHandles
 from watcher.config import HostConfig, Settings
 from watcher.errors import StoreError
@@ -88,6 +89,7 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.shard = shard  # the command line's --shard, for the no_hosts warning
+        self.config_path: str | None = None  # the file the settings came from, for the started line
         self.store = store
         self.metrics = MetricsState()
         self.outbox = Outbox(store, settings.alerts, self.metrics)
@@ -154,7 +156,10 @@ class Daemon:
         delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")
         summary = asyncio.create_task(self._summaries(stop), name="summary")
         lag = asyncio.create_task(self.metrics.loop_lag.run(stop), name="loop-lag")
-        log.info("started", hosts=len(self.watches), poll_interval=self.settings.watcher.poll_interval)
+        listen = self.settings.metrics.listen
+        log.info("started", version=__version__, config=self.config_path, hosts=len(self.watches),
+                 poll_interval=self.settings.watcher.poll_interval, state_path=self.store.path,
+                 metrics=f"http://{listen}/metrics" if listen else None)  # fmt: skip
         self.warn_if_idle()
         for w in self.watches:
             if w.host.host_key_unchecked:
@@ -283,7 +288,10 @@ async def open_store(settings: Settings, stop: asyncio.Event | None = None) -> S
 
 
 async def run_daemon(
-    settings: Settings, hosts: Sequence[HostConfig] | None = None, shard: str | None = None
+    settings: Settings,
+    hosts: Sequence[HostConfig] | None = None,
+    shard: str | None = None,
+    config_path: str | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -296,6 +304,7 @@ async def run_daemon(
         log.info("stopped")
         return EXIT_OK
     daemon = Daemon(settings, store, hosts, shard)
+    daemon.config_path = config_path
     try:
         await daemon.run(stop)
     except MetricsError as exc:

@@ -18,6 +18,7 @@ from watcher.fleet import Fleet
 from watcher.preflight import problems
 from watcher.render import clean, human_bytes
 from watcher.store import Store
+from watcher.store.files import StoreMissing
 from watcher.store.queries import SinkDeliveries
 
 
@@ -29,16 +30,14 @@ async def run_health(settings: Settings, out: TextIO) -> int:
         failures += not ok
         out.write(f"{'ok  ' if ok else 'FAIL'}  {item}: {clean(detail, 400)}\n")
 
-    line(
-        True,
-        "config",
-        f"{len(settings.hosts)} hosts, {len(settings.checks)} checks, {len(settings.alerts)} sinks",
-    )
+    line(True, "config", counts(settings))
     missing = problems(settings.hosts)
     for problem in missing:
         line(False, f"host {problem.host}", problem.message)
     try:
-        store = await Store.open(settings.watcher.state_path)
+        store = await Store.open(settings.watcher.state_path, create=False)  # health only reads
+    except StoreMissing:  # no daemon has run with this configuration yet: nothing is wrong with that
+        line(True, "state store", f"{settings.watcher.state_path}: not created yet (the daemon creates it)")
     except StoreError as exc:
         line(False, "state store", str(exc))
     else:
@@ -130,3 +129,13 @@ def _metrics_port(listen: str) -> tuple[bool, str]:
         except OSError:
             pass
         return False, f"{listen}: {exc.strerror or exc}"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def counts(settings: Settings) -> str:
+    """"1 host, 2 checks, 0 sinks"."""
+    return ", ".join((plural(len(settings.hosts), "host"), plural(len(settings.checks), "check"),
+                      plural(len(settings.alerts), "sink")))  # fmt: skip

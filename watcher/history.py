@@ -114,7 +114,7 @@ def _nothing(host: str | None, group: str | None) -> str:
 def history_table(entries: list[PhaseHistory]) -> str:
     if not entries:
         return "no phases recorded yet\n"
-    header = ("HOST", "GROUP", "STARTED", "COMPLETED", "DURATION", "OUTCOME", "TASKS", "DETAILS")
+    header = ("HOST", "GROUP", "STARTED (UTC)", "COMPLETED (UTC)", "DURATION", "OUTCOME", "TASKS", "DETAILS")
     rows = [header]
     for entry in entries:
         p = entry.phase
@@ -123,6 +123,10 @@ def history_table(entries: list[PhaseHistory]) -> str:
         details = [f"{k}={n}" for k, n in p.counts.items()]
         details += [f"check {c.check}: {c.status}" for c in entry.checks]
         details += [f"gate {clean(g.start, 32)}: {g.status}" for g in entry.gates]  # a pueue group's name
+        if p.failed_labels:  # what failed, by the labels the tasks were given (the first few)
+            shown = ", ".join(clean(label, 24) for label in p.failed_labels[:3])
+            more = len(p.failed_labels) - 3
+            details.append(f"failed: {shown}" + (f" and {more} more" if more > 0 else ""))
         rows.append((
             clean(p.host, 32),
             clean(p.group, 32),

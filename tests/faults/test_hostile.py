@@ -740,11 +740,11 @@ def test_the_log_in_a_terminal_shows_hostile_names_escaped(ledger: Ledger, tmp_p
 
 # Where an identifier sits in the configuration, and the key its error must name.
 _IDENTIFIER_KEYS = {
-    "table": ("checks[0].negatives.table", {"table": None, "columns": ["a"]}),
-    "columns": ("checks[0].negatives.columns", {"table": "t", "columns": None}),
-    "group_by": ("checks[0].negatives.group_by", {"table": "t", "columns": ["a"], "group_by": None}),
-    "key": ("checks[0].duplicates.key", {"table": "t", "key": None}),
-    "null columns": ("checks[0].null_coverage.columns", {"table": "t", "columns": None}),
+    "table": ("checks[0].table", {"table": None, "columns": ["a"]}),
+    "columns": ("checks[0].columns", {"table": "t", "columns": None}),
+    "group_by": ("checks[0].group_by", {"table": "t", "columns": ["a"], "group_by": None}),
+    "key": ("checks[0].key", {"table": "t", "key": None}),
+    "null columns": ("checks[0].columns", {"table": "t", "columns": None}),
     "database": ("clickhouse[0].database", {"table": "t", "columns": ["a"]}),
 }
 
@@ -797,11 +797,11 @@ def test_config_validate_lists_every_injection_attempt(ledger: Ledger, tmp_path:
     lines = proc.stderr.splitlines()
     assert [line.split(": ")[2] for line in lines] == [
         "clickhouse[0].database",
-        "checks[0].negatives.table",
-        "checks[0].negatives.columns",
-        "checks[0].negatives.group_by",
-        "checks[1].duplicates.key",
-        "checks[2].null_coverage.table",
+        "checks[0].table",
+        "checks[0].columns",
+        "checks[0].group_by",
+        "checks[1].key",
+        "checks[2].table",
     ], proc.stderr
     valid = {"name": "w", "kind": "negatives", "clickhouse": "main", "table": "db.t", "columns": ["a"],
              "where": "grp = %(group)s OR 1=1 --"}  # fmt: skip

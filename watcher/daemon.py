@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections import Counter
@@ -151,6 +152,10 @@ class Daemon:
                 server.close()
 
     async def _run(self, stop: asyncio.Event) -> None:
+        # Everything built so far (modules, settings, clients) lives as long as the daemon: out of the cyclic
+        # collector's reach, a full collection costs microseconds instead of 30-40 ms of the loop's time.
+        gc.collect()
+        gc.freeze()
         await self.outbox.flush()  # what a previous run committed but could not deliver
         loops = [asyncio.create_task(self._loop(w, stop), name=f"host:{w.host.name}") for w in self.watches]
         delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")

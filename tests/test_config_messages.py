@@ -98,3 +98,14 @@ def test_a_secret_given_twice_or_through_a_link_is_refused(tmp_path: Path) -> No
         settings_from_mapping(linked)
     assert twice.value.problems == ["clickhouse[0].password_file: give password or password_file, not both"]
     assert through.value.problems == [f"hosts[0].passphrase_file: {link}: Too many levels of symbolic links"]
+
+
+def test_validate_takes_c_like_every_command(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(HOST.replace('transport = "local"', 'transport = "local"\npueue = "pueue"'))
+    by_option = cli(tmp_path, "config", "validate", "-c", str(config))
+    by_position = cli(tmp_path, "config", "validate", str(config))
+    assert (by_option.returncode, by_option.stdout) == (0, f"ok: {config}: 1 host, 0 checks, 0 sinks\n")
+    assert by_option.stdout == by_position.stdout
+    both = cli(tmp_path, "config", "validate", "-c", str(config), "other.toml")
+    assert (both.returncode, both.stderr) == (2, f"error: two files named: {config} (-c) and other.toml\n")

@@ -126,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config_cmd.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     validate = config_sub.add_parser("validate", help="check a configuration file (exit 2 when invalid)")
     validate.add_argument("file", nargs="?", help="default: the file pueue-watcher would read")
+    # -c FILE as every other command takes it (a separate destination: argparse would let the absent
+    # positional's default overwrite it).
+    validate.add_argument("-c", "--config", dest="config_file", metavar="FILE", help="the same as FILE")
     validate.set_defaults(standalone=_config_validate)
     schema = config_sub.add_parser("schema", help="the JSON Schema of the configuration")
     schema.set_defaults(standalone=_config_schema)
@@ -320,7 +323,10 @@ def _config_validate(args: argparse.Namespace) -> int:
     from watcher.no_hosts import no_hosts
     from watcher.preflight import problems
 
-    path = find_config(args.file)
+    if args.file and args.config_file and args.file != args.config_file:
+        print(f"error: two files named: {args.config_file} (-c) and {args.file}", file=sys.stderr)
+        return EXIT_CONFIG
+    path = find_config(args.file or args.config_file)
     try:
         settings = load_settings(path)
     except ConfigError as exc:

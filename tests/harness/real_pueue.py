@@ -231,7 +231,11 @@ class RealPueue:
         return int(match.group(1))
 
     def group_add(self, name: str, parallel: int = 1) -> None:
+        """``pueue group add``, then wait until the daemon lists the group: pueued 3.4.1 answers "Group added"
+        before its task handler has created it, and an ``add --group`` right after can still be refused with
+        "Group … doesn't exists" (seen once in CI)."""
         self.pueue("group", "add", name, "--parallel", str(parallel))
+        self.wait_for(lambda document: name in document["groups"], what=f"group {name} listed")
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.pueue("status", "--json").stdout)

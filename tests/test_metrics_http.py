@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -69,6 +70,13 @@ def _request_threads() -> int:
     return sum(thread.name == "metrics-request" for thread in threading.enumerate())
 
 
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + GUARD
+    while not condition():
+        assert time.monotonic() < deadline, "the condition was not met within the guard"
+        time.sleep(0.01)
+
+
 def _join_finished_requests() -> None:
     """Wait for the workers of answered requests to end (a worker closes the socket, then returns)."""
     for thread in threading.enumerate():
@@ -124,7 +132,8 @@ def test_a_trickled_request_is_cut_at_its_deadline() -> None:
 
 def test_requests_beyond_the_workers_get_503_without_a_thread() -> None:
     """With every worker busy, one more request is answered 503 at once and starts no thread; the busy ones
-    then finish with 200, and so does the next request."""
+    then finish with 200, and so does the next request. The busy ones shared one rendering: the first
+    renders, the others wait for it (:mod:`watcher.metrics.exposition`)."""
     entered, gate = threading.Semaphore(0), threading.Event()
 
     class Slow(Collector):
@@ -142,9 +151,8 @@ def test_requests_beyond_the_workers_get_503_without_a_thread() -> None:
         for scraper in scrapers:
             scraper.start()
         try:
-            for _ in range(MAX_WORKERS):
-                assert entered.acquire(timeout=GUARD)
-            assert _request_threads() == MAX_WORKERS
+            assert entered.acquire(timeout=GUARD)
+            _wait_for(lambda: _request_threads() == MAX_WORKERS)
             refused = _get(server)
             assert _status(refused) == 503
             assert _request_threads() == MAX_WORKERS
@@ -154,6 +162,7 @@ def test_requests_beyond_the_workers_get_503_without_a_thread() -> None:
                 scraper.join(GUARD)
         assert [_status(answer) for answer in answers] == [200] * MAX_WORKERS
         assert all(b"slow 1.0" in answer for answer in answers)
+        assert not entered.acquire(timeout=0), "a scrape rendered again instead of sharing the rendering"
         assert _status(_get(server)) == 200
 
 

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from watcher.watch import CycleOutcome, HostWatch
 log = structlog.get_logger("watcher")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+SWITCH_INTERVAL = 0.001  # seconds a thread may hold the GIL while another waits for it (CPython: 0.005)
 STORE_RETRY = (1.0, 60.0)  # the first and the longest wait before opening a temporarily unusable store again
 
 
@@ -156,6 +158,10 @@ class Daemon:
         # collector's reach, a full collection costs microseconds instead of 30-40 ms of the loop's time.
         gc.collect()
         gc.freeze()
+        # A worker thread (a scrape, a parse, a query) that holds the GIL keeps the loop from running for up
+        # to the switch interval each time the loop's thread gives the GIL up for a system call: 5 ms by
+        # default, which a handful of socket calls per wake-up turn into a stall of tens of milliseconds.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         await self.outbox.flush()  # what a previous run committed but could not deliver
         loops = [asyncio.create_task(self._loop(w, stop), name=f"host:{w.host.name}") for w in self.watches]
         delivery = asyncio.create_task(self.outbox.run(stop), name="outbox")

@@ -85,6 +85,10 @@ class Outbox:
             import httpx
 
             self._client = httpx.AsyncClient()
+        # Every sink is built now too: a sink's module (and what httpcore imports at its first request) is
+        # imported on the loop otherwise, at the first alert, while every host's poll waits (up to 170 ms).
+        for config in self._configs:
+            self._sink(config)
 
     async def flush(self) -> list[Event]:
         """Dispatch every committed, undispatched event to its sinks; wake their workers. When the store

@@ -204,7 +204,8 @@ class Fleet:
         (home / ".ssh").mkdir(parents=True)
         (home / ".ssh" / "config").write_text(HOSTILE_SSH_CONFIG)
         env = {"HOME": str(home), "SSH_AUTH_SOCK": str(self.agent), "DISPLAY": ":99",
-               "WATCHER_TEST_SECRET": OPERATOR_SECRET}  # fmt: skip
+               "WATCHER_TEST_SECRET": OPERATOR_SECRET,
+               **{k: v for k, v in os.environ.items() if k == "PUEUE_WATCHER_STALL_TRACE"}}  # fmt: skip
         self.daemon = DaemonProcess(self._config(hosts), self.root / "daemon.log", env=env).start()
 
     def scrape(self) -> str:

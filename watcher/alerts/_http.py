@@ -25,6 +25,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio._backends._asyncio  # noqa: F401  # httpcore imports it at the first request: 30-50 ms of the loop
 import httpx
 import structlog
 from pydantic import SecretStr

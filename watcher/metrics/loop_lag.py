@@ -11,6 +11,9 @@ log lines around it. It costs :data:`TICK`'s worth of wake-ups a second and noth
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import os
+import sys
 import time
 from collections import deque
 
@@ -45,8 +48,23 @@ class LoopLag:
             log.warning("loop.stalled", seconds=round(lag, 3))
 
     async def run(self, stop: asyncio.Event) -> None:
+        trace = _trace_after()
         while not stop.is_set():
             before = time.monotonic()
+            if trace:
+                faulthandler.dump_traceback_later(TICK + trace, file=sys.stderr)
             await asyncio.sleep(TICK)
+            if trace:
+                faulthandler.cancel_dump_traceback_later()
             now = time.monotonic()
             self.observe(max(0.0, now - before - TICK), now)
+
+
+def _trace_after() -> float:
+    """``PUEUE_WATCHER_STALL_TRACE=SECONDS``: a developer's aid that prints every thread's stack to stderr
+    when the loop is held that long. It works from a C thread, so it sees a stall caused by a thread that
+    holds the GIL too. 0 or unset: off."""
+    try:
+        return max(0.0, float(os.environ.get("PUEUE_WATCHER_STALL_TRACE", "0")))
+    except ValueError:
+        return 0.0

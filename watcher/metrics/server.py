@@ -2,8 +2,9 @@
 
 It runs in a thread of its own (:mod:`watcher.metrics.httpd`: bounded threads, timeouts), and each request
 in a worker thread: a scrape never waits for the event loop, and a slow event loop (a large state file being
-parsed) never delays a scrape. The collector reads only the immutable view :class:`MetricsState` swaps in, so
-nothing is shared that could be seen half-written.
+parsed) never delays a scrape. Concurrent scrapes share one rendering (:mod:`watcher.metrics.exposition`).
+The collector reads only the immutable view :class:`MetricsState` swaps in, so nothing is shared that could
+be seen half-written.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import threading
 from collections.abc import Iterable
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 
 from watcher.errors import WatcherError
 from watcher.metrics.collector import build_registry
+from watcher.metrics.exposition import Exposition
 from watcher.metrics.httpd import BoundedWSGIServer
 from watcher.metrics.state import MetricsState
 
@@ -48,13 +50,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def _app(state: MetricsState, registry: CollectorRegistry, stale_after: float) -> WSGIApplication:
-    metrics_app = make_wsgi_app(registry)
+    exposition = Exposition(registry)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD", "GET") != "GET":
+            start_response("405 Method Not Allowed", [("Allow", "GET")])
+            return [b"use GET\n"]
         if path == "/metrics":
-            body: Iterable[bytes] = metrics_app(environ, start_response)
-            return body
+            headers, body = exposition.render(
+                environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_ACCEPT_ENCODING", "")
+            )
+            start_response("200 OK", headers)
+            return [body]
         if path == "/healthz":
             healthy, document = state.health(stale_after)
             payload = json.dumps(document).encode()

@@ -131,7 +131,7 @@ class Daemon:
     async def _once(self) -> list[CycleOutcome]:
         await self.outbox.flush()
         outcomes = list(await asyncio.gather(*(self._cycle(w) for w in self.watches)))
-        cleaning = [(i, w) for i, w in enumerate(self.watches) if w.cleaning]
+        cleaning = [(i, w) for i, w in enumerate(self.watches) if w.cleaning_now]
         if cleaning:
             await asyncio.gather(*(w.clean_finished() for _, w in cleaning))
             settled = await asyncio.gather(*(self._cycle(w, clean=False) for _, w in cleaning))

@@ -1,4 +1,4 @@
-"""Configuration of checks (``[[checks]]``), probes (``[probes]``) and gates (``[[gates]]``).
+"""Configuration of checks (``[[checks]]``).
 
 Each built-in kind has its own model, chosen by ``kind``; identifiers are validated when the configuration is
 loaded, so that a malicious table name never gets near a query. A kind that is not built in belongs to a
@@ -125,24 +125,3 @@ AnyCheckConfig = Annotated[
     | Annotated[PluginCheckConfig, Tag("plugin")],
     Discriminator(_kind),
 ]
-
-
-class ProbesConfig(_Model):
-    """Host health, read at every poll. A breach is reported when it lasts ``breach_polls`` polls."""
-
-    max_load_per_cpu: float = Field(0.9, description="load1 above this × CPUs is a breach.")
-    max_swap_pages_per_second: float = Field(0.0, description="Swap-in + swap-out pages per second (vmstat).")
-    min_memory_available_ratio: float = Field(0.1, description="MemAvailable / MemTotal below this.")
-    min_disk_free_bytes: int = Field(1_000_000_000, description="Free bytes where pueue keeps its state.")
-    breach_polls: int = Field(3, ge=1, description="Consecutive polls a breach must last to be reported.")
-
-
-class GateConfig(_Model):
-    """When ``after`` completes on ``host`` and its checks pass, ``pueue start -g start``."""
-
-    host: str
-    after: str
-    start: str
-    on_fail: Literal["hold", "start"] = Field(
-        "hold", description="hold: keep `start` paused (pause it if needed) unless every check passed."
-    )

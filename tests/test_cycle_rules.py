@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from checks.config import GateConfig
-from watcher.config import WatcherSection
+from watcher.config import GateConfig, WatcherSection
 from watcher.events import check_result
 from watcher.gates import decide
 from watcher.phases.records import PhaseRecord

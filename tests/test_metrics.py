@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from checks.probes import ProbeSample, parse_block, read_tree
 from tests.harness.prometheus import PrometheusServer, promtool_check_metrics
 from tests.harness.services import free_port
 from watcher.errors import WatcherError
 from watcher.metrics import MetricsError, MetricsServer, MetricsState, build_registry, start_metrics_server
 from watcher.poll.poller import PollResult
+from watcher.probes import ProbeSample, parse_block, read_tree
 from watcher.pueue.model import COUNT_KEYS, Snapshot
 from watcher.pueue.parse import parse_status
 

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checks.config import ProbesConfig
-from checks.probes import (
+from tests.harness.services import IN_CI
+from watcher.config import ProbesConfig
+from watcher.probes import (
     KEYS,
     PROBE_SCRIPT,
     BreachTracker,
@@ -33,7 +34,6 @@ from checks.probes import (
     rates,
     read_tree,
 )
-from tests.harness.services import IN_CI
 
 TREES = Path(__file__).parent / "fixtures" / "proc"
 KIB = 1024

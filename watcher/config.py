@@ -31,7 +31,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from checks.clickhouse.identifiers import identifier
-from checks.config import AnyCheckConfig, GateConfig, ProbesConfig
+from checks.config import AnyCheckConfig
 from watcher.alerts.config import AlertConfig
 from watcher.config_errors import problems, unknown_variables
 from watcher.credentials import CredentialsSource, credentials_directory
@@ -245,6 +245,27 @@ class ClickHouseConfig(_Section):
     @classmethod
     def _database(cls, value: str) -> str:
         return identifier(value)  # what a check's `database.table` may name, no more
+
+
+class ProbesConfig(_Section):
+    """Host health, read at every poll. A breach is reported when it lasts ``breach_polls`` polls."""
+
+    max_load_per_cpu: float = Field(0.9, description="load1 above this × CPUs is a breach.")
+    max_swap_pages_per_second: float = Field(0.0, description="Swap-in + swap-out pages per second (vmstat).")
+    min_memory_available_ratio: float = Field(0.1, description="MemAvailable / MemTotal below this.")
+    min_disk_free_bytes: int = Field(1_000_000_000, description="Free bytes where pueue keeps its state.")
+    breach_polls: int = Field(3, ge=1, description="Consecutive polls a breach must last to be reported.")
+
+
+class GateConfig(_Section):
+    """When ``after`` completes on ``host`` and its checks pass, ``pueue start -g start``."""
+
+    host: str
+    after: str
+    start: str
+    on_fail: Literal["hold", "start"] = Field(
+        "hold", description="hold: keep `start` paused (pause it if needed) unless every check passed."
+    )
 
 
 class Settings(BaseSettings):

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from checks.probes.health import BreachTracker
 from watcher import __version__
 from watcher.checking import ClickHouseHandles
 from watcher.config import HostConfig, Settings
@@ -41,6 +40,7 @@ from watcher.metrics import MetricsError, MetricsState, start_metrics_server
 from watcher.no_hosts import no_hosts
 from watcher.outbox import Outbox
 from watcher.poll.poller import HostPoller
+from watcher.probes.health import BreachTracker
 from watcher.sdnotify import notify, watchdog_interval
 from watcher.store import Store
 from watcher.transport import Transport, open_transport

@@ -7,7 +7,7 @@
     ├── PueueParseError               pueue's JSON is malformed, truncated or of an unknown shape
     ├── StoreError                    the state database is foreign, corrupt, newer, or the disk is full
     │   └── StorePathUnsafe           a link, another user's file, or a directory anyone may write to
-    ├── ProbeParseError               (checks/probes/proc.py) a /proc or df text could not be read
+    ├── ProbeParseError               (watcher/probes/proc.py) a /proc or df text could not be read
     └── HostError                     one host could not be read; the others carry on
         ├── HostUnreachable           TCP connect failed, DNS failed, the connection dropped (temporary)
         ├── HostTimeout               connect or command took longer than allowed (temporary)

@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from checks.config import GateConfig
-from watcher.config import HostConfig
+from watcher.config import GateConfig, HostConfig
 from watcher.errors import HostError
 from watcher.phases.records import PhaseRecord
 from watcher.poll.remote import command_error, pueue_argv

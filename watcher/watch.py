@@ -11,7 +11,6 @@ import time
 
 import structlog
 
-from checks.probes.health import BreachTracker
 from watcher.checking import ClickHouseHandles, HostAccess
 from watcher.config import HostConfig, Settings
 from watcher.cycle import Cycle, CycleOutcome, Stage
@@ -19,6 +18,7 @@ from watcher.errors import StoreError
 from watcher.hygiene import Hygiene
 from watcher.metrics import MetricsState
 from watcher.poll.poller import HostPoller
+from watcher.probes.health import BreachTracker
 from watcher.stages.availability import Availability
 from watcher.stages.checks import Checks
 from watcher.stages.cleaning import Cleaning

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from checks.base import QueryResult
-from checks.probes.health import BreachTracker
 from tests.harness.fake_transport import FakeTransport
 from watcher.config import Settings
 from watcher.cycle import CycleOutcome
@@ -25,6 +24,7 @@ from watcher.errors import HostError, StoreError
 from watcher.hygiene import Hygiene
 from watcher.metrics import MetricsState
 from watcher.poll.poller import PollResult
+from watcher.probes.health import BreachTracker
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.store import Store
 from watcher.transport.base import CommandResult

@@ -18,7 +18,7 @@ from watcher.metrics.state import PHASE_OUTCOMES, POLL_DURATION_BUCKETS, Metrics
 from watcher.pueue.model import COUNT_KEYS
 from watcher.sanitize import label
 
-# Probe values (keys of checks.probes.health.metrics()) exported per host. The per-second swap rates are
+# Probe values (keys of watcher.probes.health.metrics()) exported per host. The per-second swap rates are
 # left out on purpose: rate() over the two counters gives them, over any window.
 _PROBE_GAUGES = {
     "load1": ("pueue_host_load1", "The host's 1-minute load average."),

@@ -23,9 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from checks.probes.health import metrics as probe_metrics
-from checks.probes.health import rates
-from checks.probes.proc import ProbeSample
 from watcher.errors import (
     AuthenticationFailed,
     BadPollOutput,
@@ -38,6 +35,9 @@ from watcher.errors import (
 from watcher.metrics.loop_lag import LoopLag
 from watcher.poll.poller import PollResult
 from watcher.poll.select import Dropped
+from watcher.probes.health import metrics as probe_metrics
+from watcher.probes.health import rates
+from watcher.probes.proc import ProbeSample
 from watcher.progress import GroupProgress, progress
 
 #: Upper bounds of the poll-duration histogram, in seconds: an unchanged poll over a LAN takes tens of
@@ -107,7 +107,7 @@ class HostMetrics:
     last_success_at: float | None = None  # Unix time of the last successful poll
     state_file_bytes: int | None = None
     groups: tuple[GroupProgress, ...] = ()
-    probes: Mapping[str, float | None] = field(default_factory=dict)  # checks.probes.health.metrics()
+    probes: Mapping[str, float | None] = field(default_factory=dict)  # watcher.probes.health.metrics()
     durations: PollDurations = PollDurations()
     failures: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(POLL_FAILURE_REASONS, 0))
     completions: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (group, outcome) → count
@@ -218,7 +218,7 @@ class MetricsState:
         self._update(result.host, update)
 
     def observe_probes(self, host: str, metrics: Mapping[str, float | None]) -> None:
-        """Replace the host's probe values with ones computed elsewhere (``checks.probes.health.metrics``);
+        """Replace the host's probe values with ones computed elsewhere (``watcher.probes.health.metrics``);
         not needed when :meth:`observe_poll` is given the PollResult with its probes."""
         values = dict(metrics)
         self._update(host, lambda h: dataclasses.replace(h, probes=values))

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from checks.probes.proc import ProbeParseError, ProbeSample, parse_block
 from watcher.config import HostConfig, WatcherSection
 from watcher.errors import HostError, HostTimeout, PueueParseError, TooManyGroups
 from watcher.poll.remote import (
@@ -26,6 +25,7 @@ from watcher.poll.remote import (
     session_request,
 )
 from watcher.poll.select import NONE_DROPPED, Dropped, select_groups
+from watcher.probes.proc import ProbeParseError, ProbeSample, parse_block
 from watcher.pueue.model import Snapshot, Status
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect

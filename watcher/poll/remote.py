@@ -11,7 +11,7 @@ The script prints a header of short text lines, then the payload:
 .. code-block:: text
 
     pueue-watcher-poll 1             marker: anything before it (a noisy login shell) is ignored
-    probe-begin … probe-end          host probes: /proc/loadavg, meminfo, vmstat, df (checks/probes/proc.py)
+    probe-begin … probe-end          host probes: /proc/loadavg, meminfo, vmstat, df (watcher/probes/proc.py)
     nopueue                          the pueue client is not on PATH / not at the configured path
     file state.json 812345 1732780000.123456789 6029313     size, mtime, inode of the state file
     daemon up|down                   pueue.pid names a live process
@@ -37,14 +37,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from checks.probes.proc import PROBE_SCRIPT
 from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, HostError, PueueUnavailable
+from watcher.probes.proc import PROBE_SCRIPT
 from watcher.transport import base
 from watcher.transport.base import CHUNK, MAX_ANSWER_BYTES
 
 # What a host may print before the payload, by purpose: anything else (a login banner) before the marker;
-# the probe block (about 500 bytes: checks/probes/proc.py); the header lines after it (a handoff's path is
+# the probe block (about 500 bytes: watcher/probes/proc.py); the header lines after it (a handoff's path is
 # the longest). A host that sends more is refused here, before any of it is split or decoded.
 MAX_PREAMBLE_BYTES = 64 << 10
 MAX_PROBE_BYTES = 16 << 10

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from checks.config import GateConfig
-from watcher.config import HostConfig
+from watcher.config import GateConfig, HostConfig
 from watcher.cycle import Cycle
 from watcher.events import gate_action
 from watcher.gates import apply, decide

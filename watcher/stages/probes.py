@@ -1,16 +1,16 @@
 """Stage probes: the host's probe values (load, memory, swap), rates against the last sample, and breaches
-that last long enough, reported once (``checks/probes/health.py``)."""
+that last long enough, reported once (``watcher/probes/health.py``)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
 
-from checks.config import ProbesConfig
-from checks.probes.health import BreachTracker, assessed, breaches, metrics, rates
-from checks.probes.proc import ProbeSample
+from watcher.config import ProbesConfig
 from watcher.cycle import Cycle
 from watcher.events import probe_change
+from watcher.probes.health import BreachTracker, assessed, breaches, metrics, rates
+from watcher.probes.proc import ProbeSample
 from watcher.store import Store
 
 

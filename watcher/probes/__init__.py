@@ -7,7 +7,7 @@ reported changes and metric values. Both are pure: no I/O but :func:`read_tree`,
 
 from __future__ import annotations
 
-from checks.probes.health import (
+from watcher.probes.health import (
     KEYS,
     BreachTracker,
     Change,
@@ -17,7 +17,7 @@ from checks.probes.health import (
     metrics,
     rates,
 )
-from checks.probes.proc import (
+from watcher.probes.proc import (
     PROBE_SCRIPT,
     ProbeParseError,
     ProbeSample,

@@ -12,8 +12,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from checks.config import ProbesConfig
-from checks.probes.proc import ProbeSample
+from watcher.config import ProbesConfig
+from watcher.probes.proc import ProbeSample
 
 KEYS = ("load", "swap", "memory", "disk")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from watcher.phases.records import PhaseRecord
+from watcher.records import PhaseRecord
 
 if TYPE_CHECKING:
     from checks.config import CheckConfig

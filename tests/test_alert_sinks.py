@@ -36,7 +36,7 @@ from watcher.alerts.console import ConsoleSink
 from watcher.alerts.slack import SlackSink, payload
 from watcher.alerts.webhook import WebhookSink, signature
 from watcher.events import phase_completed
-from watcher.phases.records import Event, PhaseRecord
+from watcher.records import Event, PhaseRecord
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 TOKEN = "T0KEN-b7f3e9c1d2a4"  # stands for the secret part of a Slack or webhook URL

@@ -34,7 +34,7 @@ from checks.clickhouse.null_coverage import NullCoverageCheck
 from checks.config import DuplicatesConfig, NegativesConfig, NullCoverageConfig, SqlConfig
 from tests.harness.clickhouse import ClickHouseServer
 from tests.harness.services import IN_CI, free_port
-from watcher.phases.records import PhaseRecord
+from watcher.records import PhaseRecord
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,8 @@ import pytest
 from watcher.config import GateConfig, WatcherSection
 from watcher.events import check_result
 from watcher.gates import decide
-from watcher.phases.records import PhaseRecord
+from watcher.records import CheckRun, PhaseRecord
 from watcher.schedule import BACKOFF_LIMIT, retry_interval
-from watcher.store import CheckRun
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 GATE = GateConfig(host="h", after="p1", start="p2")

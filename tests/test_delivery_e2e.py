@@ -24,7 +24,7 @@ from tests.harness.services import free_port
 from tests.pueue_sim.scenario import SimHost
 from watcher.alerts.config import WebhookConfig
 from watcher.outbox import Outbox
-from watcher.phases.records import Event
+from watcher.records import Event
 from watcher.store import Store
 
 pytestmark = pytest.mark.integration

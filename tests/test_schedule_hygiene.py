@@ -25,8 +25,8 @@ from watcher.phases.tracker import GroupTrack, OpenPhase, _member, key_of, step
 from watcher.poll.poller import PollResult
 from watcher.poll.remote import ARGUMENTS_BUDGET, clean_argv, remove_argv
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
+from watcher.records import CleanRecord
 from watcher.schedule import next_interval
-from watcher.store import CleanRecord
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SETTINGS = WatcherSection(poll_interval=300, fast_interval=5)

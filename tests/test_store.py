@@ -13,14 +13,15 @@ import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
 
+from checks.base import CheckStatus
 from watcher.errors import StoreError
-from watcher.phases.records import Event, PhaseRecord
-from watcher.store import CleanRecord, Store, schema
+from watcher.records import CheckRunStatus, CleanRecord, Event, PhaseRecord
+from watcher.store import Store, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -476,7 +477,7 @@ async def test_slow_commit_does_not_block_the_event_loop(db_path: Path) -> None:
 CHILD = """
 import asyncio, sys
 from datetime import UTC, datetime
-from watcher.phases.records import Event, PhaseRecord
+from watcher.records import Event, PhaseRecord
 from watcher.store import Store
 
 async def main(path, size):
@@ -552,7 +553,7 @@ async def test_version_1_database_gains_check_runs_and_gates(
 
 async def test_check_runs_and_gates_round_trip(db_path: Path) -> None:
     """Pending check runs and gates committed with a phase, then their results, replace each other by key."""
-    from watcher.store import CheckRun, GateAction
+    from watcher.records import CheckRun, GateAction
 
     store = await Store.open(db_path)
     pending = CheckRun(phase_id="h/g/1", check="neg", host="h", group="g", status="pending")
@@ -569,3 +570,8 @@ async def test_check_runs_and_gates_round_trip(db_path: Path) -> None:
     assert await store.gate_actions(pending=True) == []
     assert await store.gate_actions(phase_id="h/g/1") == [held]
     await store.close()
+
+
+def test_check_run_statuses_are_pending_then_a_check_status() -> None:
+    """A check run's stored status is "pending" or one of CheckStatus's values, and nothing else."""
+    assert set(get_args(CheckRunStatus)) == {"pending", *(status.value for status in CheckStatus)}

@@ -168,7 +168,7 @@ async def test_a_clean_is_deferred_when_the_state_changed_since_its_plan(
 
     from watcher.config import HygieneSection
     from watcher.hygiene import Hygiene
-    from watcher.store.records import CleanRecord
+    from watcher.records import CleanRecord
 
     with sim_host(tmp_path / "h", "v4") as sim:
         done = sim.add("true", group="default")

@@ -20,8 +20,7 @@ from checks.config import CheckConfig
 from checks.registry import build
 from checks.runner import run_check
 from watcher.config import ClickHouseConfig, Settings
-from watcher.phases.records import PhaseRecord
-from watcher.store import CheckRun
+from watcher.records import CheckRun, PhaseRecord
 from watcher.transport import Transport
 
 log = structlog.get_logger("watcher.checks")

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from watcher.phases.records import Event, PhaseRecord
     from watcher.poll.poller import PollResult
     from watcher.pueue.model import Task
-    from watcher.store import CheckRun, CleanRecord, GateAction
+    from watcher.records import CheckRun, CleanRecord, Event, GateAction, PhaseRecord
 
 
 @dataclass(slots=True)

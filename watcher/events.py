@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.phases.records import Event, PhaseRecord
-from watcher.store.records import CheckRun, CleanRecord, GateAction
+from watcher.records import CheckRun, CleanRecord, Event, GateAction, PhaseRecord
 
 
 def phase_completed(record: PhaseRecord) -> Event:

@@ -81,7 +81,7 @@ from watcher.poll.remote import (
     remove_argv,
 )
 from watcher.pueue.model import UNFINISHED_KEYS, Result, Snapshot, Status, Task, count_states
-from watcher.store import CleanRecord
+from watcher.records import CleanRecord
 from watcher.transport import Transport
 
 log = structlog.get_logger("watcher.hygiene")

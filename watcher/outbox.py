@@ -26,7 +26,7 @@ from watcher.alerts import DeliveryError, Sink, build_sink, wants
 from watcher.alerts.config import AlertConfig, ConsoleConfig
 from watcher.errors import StoreError
 from watcher.metrics import MetricsState
-from watcher.phases.records import Event
+from watcher.records import DeliveryStatus, Event
 from watcher.store import Store
 
 log = structlog.get_logger("watcher.outbox")
@@ -172,7 +172,7 @@ class Outbox:
                 with attempt:
                     await sink.deliver(events)
         except DeliveryError as exc:
-            status = "pending" if exc.temporary else "failed"
+            status: DeliveryStatus = "pending" if exc.temporary else "failed"
             await self._store.settle_deliveries(config.name, ids, status, str(exc))
             self._failed(config.name, str(exc), len(ids), permanent=not exc.temporary)
             return 0, min(MAX_WAIT, exc.retry_after or ROUND_BACKOFF)

@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.harness.fleet import to_toml
 from tests.harness.receiver import Receiver, Reply, Request
-from watcher.phases.records import Event
+from watcher.records import Event
 from watcher.store import Store
 
 # Longer than any sink timeout here: a request held this long is a hang. Stopping the receiver ends it.

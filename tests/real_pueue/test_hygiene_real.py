@@ -30,7 +30,7 @@ from watcher.config import HostConfig, HygieneSection
 from watcher.hygiene import Hygiene, candidates
 from watcher.phases.tracker import GroupTrack
 from watcher.poll.poller import HostPoller, PollResult
-from watcher.store import CleanRecord
+from watcher.records import CleanRecord
 from watcher.transport.local import LocalTransport
 
 BOTH = [pytest.param((v, layout), id=f"{v}-{layout}") for v in VERSIONS for layout in LAYOUTS]

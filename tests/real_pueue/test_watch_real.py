@@ -13,7 +13,7 @@ from tests.real_pueue.conftest import WatchedHost
 from watcher.gates import apply
 from watcher.poll.poller import HostPoller
 from watcher.pueue.model import COUNT_KEYS, Snapshot, count_states
-from watcher.store import GateAction
+from watcher.records import GateAction
 
 _KEY = {"Success": "success", "Failed": "failed", "Killed": "killed", "DependencyFailed": "dependency_failed",
         "FailedToSpawn": "failed_to_spawn", "Errored": "errored", "Running": "running", "Queued": "queued",

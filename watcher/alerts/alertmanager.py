@@ -70,7 +70,7 @@ from pydantic import SecretStr
 from watcher.alerts._http import HttpTarget
 from watcher.alerts.base import DeliveryError, severity
 from watcher.alerts.config import AlertmanagerConfig
-from watcher.phases.records import Event
+from watcher.records import Event
 from watcher.sanitize import inert, label
 
 FIRING = {

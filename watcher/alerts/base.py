@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Protocol
 
 from watcher.errors import WatcherError
-from watcher.phases.records import Event
+from watcher.records import Event
 
 if TYPE_CHECKING:
     from watcher.alerts.config import AlertConfig

@@ -8,7 +8,7 @@ import httpx
 import structlog
 
 from watcher.alerts.config import ConsoleConfig
-from watcher.phases.records import Event
+from watcher.records import Event
 
 log = structlog.get_logger("watcher.events")
 

@@ -36,7 +36,7 @@ import msgspec
 from watcher.alerts._http import HttpTarget
 from watcher.alerts.base import severity
 from watcher.alerts.config import SlackConfig
-from watcher.phases.records import Event
+from watcher.records import Event
 from watcher.sanitize import defuse
 
 HEADER_MAX = 150

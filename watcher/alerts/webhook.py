@@ -61,7 +61,7 @@ import msgspec
 
 from watcher.alerts._http import HttpTarget
 from watcher.alerts.config import WebhookConfig
-from watcher.phases.records import Event
+from watcher.records import Event
 
 SCHEMA_VERSION = 1
 FIELD_MAX = 4096  # characters of one string in an event, but for the identities below

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from watcher.phases.records import Event, PhaseRecord
+from watcher.records import Event, PhaseRecord
 
 #: The groups a ``phase.flood`` event names, at most (the count covers the rest).
 NAMED = 10

@@ -35,8 +35,8 @@ from operator import attrgetter
 
 import msgspec
 
-from watcher.phases.records import PhaseRecord
 from watcher.pueue.model import UNFINISHED_KEYS, Task
+from watcher.records import PhaseRecord, PhaseStatus
 
 MAX_FAILED_LABELS = 20
 _ID = attrgetter("id")
@@ -323,7 +323,7 @@ def _open_record(phase: OpenPhase, host: str, group: str) -> PhaseRecord:
 
 
 def _close(
-    track: GroupTrack, host: str, group: str, now: datetime, *, fired: bool, status: str = "completed"
+    track: GroupTrack, host: str, group: str, now: datetime, *, fired: bool, status: PhaseStatus = "completed"
 ) -> PhaseRecord:
     phase = track.phase
     assert phase is not None

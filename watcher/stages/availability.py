@@ -9,7 +9,7 @@ from typing import Literal
 from watcher.config import WatcherSection
 from watcher.cycle import Cycle
 from watcher.events import host_down, host_up
-from watcher.phases.records import Event
+from watcher.records import Event
 from watcher.store import Store
 
 

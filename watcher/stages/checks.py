@@ -11,7 +11,8 @@ from watcher.checking import ClickHouseHandles, HostAccess, run_checks
 from watcher.cycle import Cycle
 from watcher.events import check_result
 from watcher.metrics import MetricsState
-from watcher.store import CheckRun, Store
+from watcher.records import CheckRun
+from watcher.store import Store
 
 
 class Checks:

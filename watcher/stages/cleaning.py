@@ -32,8 +32,9 @@ from watcher.hygiene import (
 )
 from watcher.metrics import MetricsState
 from watcher.poll.poller import HostPoller, PollResult
+from watcher.records import CleanRecord
 from watcher.stages.observe import Observe
-from watcher.store import CleanRecord, Store
+from watcher.store import Store
 
 log = structlog.get_logger("watcher")
 

@@ -21,10 +21,10 @@ from watcher.events import phase_completed
 from watcher.gates import pending_gates
 from watcher.metrics import MetricsState
 from watcher.phases.flood import AlertBudget, folded
-from watcher.phases.records import PhaseRecord
 from watcher.phases.tracker import GroupTrack, step
 from watcher.poll.poller import HostPoller
 from watcher.poll.select import NONE_DROPPED, Dropped
+from watcher.records import PhaseRecord
 from watcher.store import Store
 
 log = structlog.get_logger("watcher")

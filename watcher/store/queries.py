@@ -13,9 +13,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from watcher.phases.records import Event, PhaseRecord
+from watcher.records import CheckRun, CleanRecord, DeliveryStatus, Event, GateAction, PhaseRecord, PhaseStatus
 from watcher.store.connection import transaction
-from watcher.store.records import CheckRun, CleanRecord, GateAction
 
 _encode = msgspec.json.Encoder().encode
 _phase = msgspec.json.Decoder(PhaseRecord)
@@ -161,7 +160,11 @@ def gate_actions(
 
 
 def phases(
-    conn: sqlite3.Connection, host: str | None, group: str | None, status: str | None, limit: int | None
+    conn: sqlite3.Connection,
+    host: str | None,
+    group: str | None,
+    status: PhaseStatus | None,
+    limit: int | None,
 ) -> list[PhaseRecord]:
     where, params = _filters(host=host, group_name=group, status=status)
     rows = conn.execute(
@@ -261,7 +264,7 @@ def pending_deliveries(conn: sqlite3.Connection, sink: str, limit: int) -> list[
 
 
 def settle_deliveries(
-    conn: sqlite3.Connection, sink: str, ids: Sequence[str], status: str, error: str | None
+    conn: sqlite3.Connection, sink: str, ids: Sequence[str], status: DeliveryStatus, error: str | None
 ) -> None:
     """``status`` "delivered", "failed" (permanently), or "pending" (one more failed attempt)."""
     now = _now()
@@ -295,7 +298,7 @@ class SinkDeliveries(NamedTuple):
     pending: int  # not delivered yet, to be tried (again)
     retrying: int  # of those, tried at least once
     failed: int  # refused for good
-    last_status: str | None  # of the last attempt: "delivered", "pending" (failed, to retry) or "failed"
+    last_status: DeliveryStatus | None  # of the last attempt ("pending": it failed, to be retried)
     last_error: str | None
     last_at: str | None
     last_delivered_at: str | None

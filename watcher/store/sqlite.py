@@ -16,10 +16,9 @@ from functools import partial
 from typing import Concatenate, ParamSpec, TypeVar
 
 from watcher.errors import StoreError
-from watcher.phases.records import Event, PhaseRecord
+from watcher.records import CheckRun, CleanRecord, DeliveryStatus, Event, GateAction, PhaseRecord, PhaseStatus
 from watcher.store import files, lock, queries, schema
 from watcher.store.connection import connect, translate
-from watcher.store.records import CheckRun, CleanRecord, GateAction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -122,7 +121,7 @@ class Store:
         return await self._call("reading deliveries", queries.pending_deliveries, sink, limit)
 
     async def settle_deliveries(
-        self, sink: str, ids: Sequence[str], status: str, error: str | None = None
+        self, sink: str, ids: Sequence[str], status: DeliveryStatus, error: str | None = None
     ) -> None:
         await self._call("recording deliveries", queries.settle_deliveries, sink, tuple(ids), status, error)
 
@@ -157,7 +156,7 @@ class Store:
         return await self._call("reading gate actions", queries.gate_actions, host, phase_id, pending)
 
     async def phases(
-        self, host: str | None = None, group: str | None = None, status: str | None = None,
+        self, host: str | None = None, group: str | None = None, status: PhaseStatus | None = None,
         limit: int | None = None,
     ) -> list[PhaseRecord]:  # fmt: skip
         """Phases, newest first (by completion, else by opening)."""

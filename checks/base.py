@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
-
-from watcher.records import PhaseRecord
 
 if TYPE_CHECKING:
     from checks.config import CheckConfig
@@ -81,6 +80,44 @@ class ClickHouse(Protocol):
     async def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult: ...
 
 
+class Phase(Protocol):
+    """The phase that completed, as a check sees it: the watcher's own phase record conforms (mypy checks it
+    where the watcher builds a :class:`CheckContext`). Times are timezone-aware, in UTC."""
+
+    @property
+    def id(self) -> str: ...  # stable: the same phase always has the same id
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def outcome(self) -> str | None: ...  # "success" (every task Success) or "failed"
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...  # tasks per result ("success", "failed", …), plus "removed"
+
+    @property
+    def tasks(self) -> int: ...
+
+    @property
+    def first_start(self) -> datetime | None: ...  # the earliest start of its tasks
+
+    @property
+    def last_end(self) -> datetime | None: ...  # the latest end of its tasks
+
+    @property
+    def completed_at(self) -> datetime | None: ...  # when the watcher saw the group complete
+
+    @property
+    def failed_labels(self) -> Sequence[str]: ...  # the failed tasks' labels, at most 20
+
+    @property
+    def duration_seconds(self) -> float | None: ...  # from first_start to last_end
+
+
 class HostReader(Protocol):
     """Read-only access to the watched host: the latest probe values, and a command when a check needs it."""
 
@@ -94,7 +131,7 @@ class HostReader(Protocol):
 class CheckContext:
     host: str
     group: str
-    phase: PhaseRecord | None
+    phase: Phase | None
     clickhouse: Callable[[str], Awaitable[ClickHouse]]  # by the name of a [[clickhouse]] entry
     host_reader: HostReader
 

@@ -16,6 +16,7 @@ import pytest
 
 import watcher.outbox as outbox_module
 from tests.conftest import SSHFactory
+from tests.harness import state_db
 from tests.harness.daemon import DaemonProcess
 from tests.harness.fleet import sim_env, sim_host, ssh_entry
 from tests.harness.prometheus import PrometheusServer
@@ -64,7 +65,7 @@ async def test_webhook_failing_three_times_receives_the_event_once(
         await outbox.close()
         requests = receiver.wait_for(4)
         assert [e.id for e in await store.pending_deliveries("ops")] == []
-        assert await store.delivered("ops") == [event.id]
+        assert state_db.delivered(store.path, "ops") == [event.id]
     finally:
         receiver.stop()
         await store.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from tests.harness import state_db
 from tests.harness.fake_transport import FakeTransport
 from watcher.config import HostConfig, settings_from_mapping
 from watcher.daemon import Daemon
@@ -123,7 +124,7 @@ async def run_polls(tmp_path: Path, docs: list[bytes], **watcher: Any) -> tuple[
     watch.poller.transport = FakeTransport([answer(d, f"{i} 1.0 1") for i, d in enumerate(docs, 1)])
     for _ in docs:
         await watch.cycle(clean=False)
-    return await store.events(), store, daemon
+    return state_db.events(store.path), store, daemon
 
 
 async def test_a_flood_of_completions_beyond_the_budget_is_folded_into_one_alert(tmp_path: Path) -> None:

@@ -3,16 +3,15 @@ for a set of simulated hosts, and what the watcher committed to its store."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.harness import state_db
 from tests.harness.fleet import to_toml
 from tests.harness.receiver import Receiver, Reply, Request
 from watcher.records import Event
-from watcher.store import Store
 
 # Longer than any sink timeout here: a request held this long is a hang. Stopping the receiver ends it.
 HANG = 600.0
@@ -70,15 +69,7 @@ def config(
 
 def committed(state: Path) -> list[Event]:
     """Every event the watcher committed to the store at ``state``, oldest first."""
-
-    async def read() -> list[Event]:
-        store = await Store.open(state)
-        try:
-            return await store.events()
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
+    return state_db.events(state)
 
 
 def history(state: Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.base import QueryResult
+from tests.harness import state_db
 from tests.harness.fake_transport import FakeTransport
 from watcher.config import Settings
 from watcher.cycle import CycleOutcome
@@ -161,7 +162,7 @@ async def cycles(tmp_path: Path, config: Settings | None = None) -> AsyncIterato
 
 async def events(c: Cycles, kind: str | None = None) -> list[str]:
     """The kinds of the events committed so far (of ``kind`` only, if given)."""
-    return [e.event for e in await c.store.events() if kind is None or e.event == kind]
+    return [e.event for e in state_db.events(c.store.path) if kind is None or e.event == kind]
 
 
 __all__: Sequence[str] = [

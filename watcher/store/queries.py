@@ -39,18 +39,9 @@ def _now() -> str:
     return utc_text(datetime.now(UTC))
 
 
-def is_new(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM meta WHERE key = 'first_commit_at'").fetchone() is None
-
-
 def load_tracks(conn: sqlite3.Connection, host: str) -> dict[str, bytes]:
     rows = conn.execute("SELECT group_name, state FROM tracks WHERE host = ?", (host,))
     return {group: bytes(state) for group, state in rows}
-
-
-def last_digest(conn: sqlite3.Connection, host: str) -> str | None:
-    row = conn.execute("SELECT digest FROM hosts WHERE host = ?", (host,)).fetchone()
-    return None if row is None else row[0]
 
 
 def commit(
@@ -129,16 +120,6 @@ def _upsert_gates(conn: sqlite3.Connection, gates: Sequence[GateAction], now: st
     )
 
 
-def record_check_runs(conn: sqlite3.Connection, runs: Sequence[CheckRun]) -> None:
-    with transaction(conn):
-        _upsert_check_runs(conn, runs, _now())
-
-
-def record_gates(conn: sqlite3.Connection, gates: Sequence[GateAction]) -> None:
-    with transaction(conn):
-        _upsert_gates(conn, gates, _now())
-
-
 def check_runs(
     conn: sqlite3.Connection, host: str | None, phase_id: str | None, pending: bool
 ) -> list[CheckRun]:
@@ -179,20 +160,6 @@ def undelivered(conn: sqlite3.Connection, limit: int) -> list[Event]:
     return [_event.decode(body) for (body,) in rows]
 
 
-def mark_delivered(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
-    now = _now()
-    with transaction(conn):
-        conn.executemany(
-            "UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-            ((now, i) for i in ids),
-        )
-
-
-def events(conn: sqlite3.Connection, limit: int | None) -> list[Event]:
-    rows = conn.execute("SELECT body FROM events ORDER BY seq LIMIT ?", (-1 if limit is None else limit,))
-    return [_event.decode(body) for (body,) in rows]
-
-
 def record_clean(conn: sqlite3.Connection, record: CleanRecord) -> None:
     """A clean is recorded before it runs and again, with its outcome, after: one row per (host, at)."""
     with transaction(conn):
@@ -215,12 +182,6 @@ def hosts(conn: sqlite3.Connection) -> list[str]:
         " UNION SELECT host FROM events UNION SELECT host FROM cleans ORDER BY host"
     )
     return [host for (host,) in rows]
-
-
-def forget_host(conn: sqlite3.Connection, host: str) -> None:
-    with transaction(conn):
-        conn.execute("DELETE FROM tracks WHERE host = ?", (host,))
-        conn.execute("DELETE FROM hosts WHERE host = ?", (host,))
 
 
 def _filters(**columns: str | None) -> tuple[str, tuple[str, ...]]:
@@ -280,15 +241,6 @@ def outbox_depth(conn: sqlite3.Connection) -> int:
     undispatched = conn.execute("SELECT count(*) FROM events WHERE delivered_at IS NULL").fetchone()[0]
     pending = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
     return int(undispatched) + int(pending)
-
-
-def delivered(conn: sqlite3.Connection, sink: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-        " WHERE d.sink = ? AND d.status = 'delivered' ORDER BY d.event_seq",
-        (sink,),
-    )
-    return [event_id for (event_id,) in rows]
 
 
 class SinkDeliveries(NamedTuple):

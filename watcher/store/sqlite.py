@@ -25,7 +25,10 @@ T = TypeVar("T")
 
 
 class Store:
-    """Phases, tracker state, snapshot digests, the event outbox and the record of cleans, in SQLite."""
+    """Phases, tracker state, snapshot digests, the event outbox and the record of cleans, in SQLite.
+
+    Its methods are the ones the watcher calls, and no more: what only a test reads (every event, a digest,
+    a sink's deliveries) it reads from the file itself (``tests/harness/state_db.py``)."""
 
     def __init__(
         self, path: str, executor: ThreadPoolExecutor, conn: sqlite3.Connection, lock_fd: int | None = None
@@ -82,16 +85,9 @@ class Store:
         finally:
             self._conn.close()
 
-    async def is_new(self) -> bool:
-        """True until the first commit() of any host: the daemon's first run."""
-        return await self._call("reading", queries.is_new)
-
     async def load_tracks(self, host: str) -> dict[str, bytes]:
         """The tracker state of each group of ``host``."""
         return await self._call("reading the tracker state", queries.load_tracks, host)
-
-    async def last_digest(self, host: str) -> str | None:
-        return await self._call("reading the digest", queries.last_digest, host)
 
     async def commit(
         self,
@@ -128,9 +124,6 @@ class Store:
     async def outbox_depth(self) -> int:
         return await self._call("reading the outbox", queries.outbox_depth)
 
-    async def delivered(self, sink: str) -> list[str]:
-        return await self._call("reading deliveries", queries.delivered, sink)
-
     async def sink_deliveries(self) -> list[queries.SinkDeliveries]:
         """Per sink that has deliveries: how many wait or failed, and how its last attempt went."""
         return await self._call("reading deliveries", queries.sink_deliveries)
@@ -138,17 +131,10 @@ class Store:
     async def last_event(self, host: str, kinds: Sequence[str]) -> Event | None:
         return await self._call("reading events", queries.last_event, host, tuple(kinds))
 
-    async def record_check_runs(self, runs: Sequence[CheckRun]) -> None:
-        """Store check results (replacing their pending rows), in one transaction."""
-        await self._call("recording check results", queries.record_check_runs, tuple(runs))
-
     async def check_runs(
         self, host: str | None = None, phase_id: str | None = None, *, pending: bool = False
     ) -> list[CheckRun]:
         return await self._call("reading check runs", queries.check_runs, host, phase_id, pending)
-
-    async def record_gates(self, gates: Sequence[GateAction]) -> None:
-        await self._call("recording gate actions", queries.record_gates, tuple(gates))
 
     async def gate_actions(
         self, host: str | None = None, phase_id: str | None = None, *, pending: bool = False
@@ -166,14 +152,6 @@ class Store:
         """Events not yet marked delivered, oldest first."""
         return await self._call("reading the outbox", queries.undelivered, limit)
 
-    async def mark_delivered(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self._call("marking events delivered", queries.mark_delivered, tuple(ids))
-
-    async def events(self, limit: int | None = None) -> list[Event]:
-        """Every event, delivered or not, oldest first: the first ``limit`` of them."""
-        return await self._call("reading events", queries.events, limit)
-
     async def record_clean(self, record: CleanRecord) -> None:
         await self._call("recording a clean", queries.record_clean, record)
 
@@ -184,10 +162,6 @@ class Store:
     async def hosts(self) -> list[str]:
         """Every host that has a row of any kind, sorted."""
         return await self._call("reading hosts", queries.hosts)
-
-    async def forget_host(self, host: str) -> None:
-        """Drop the tracker state and digest of a host that left the configuration; keep its history."""
-        await self._call("forgetting a host", queries.forget_host, host)
 
     async def _call(
         self,

@@ -25,9 +25,9 @@ POLLS = 9
 def run() -> dict[str, Any]:
     from watcher.phases.tracker import GroupTrack, step
     from watcher.poll.poller import _parse
-    from watcher.poll.remote import RemoteState
     from watcher.pueue.model import Snapshot, Status
     from watcher.pueue.staleness import suspect
+    from watcher.remote.poll import RemoteState
     from watcher.transport.base import MAX_ANSWER_BYTES
 
     state = large_state() / "state.json"

@@ -2,7 +2,7 @@
 
 It imports only the parser (msgspec), not the daemon, so that the process's peak RSS is the parse's own:
 the interpreter, the mapped file and the decoded queue. It maps the file as ``read_local_state`` does
-(watcher/poll/remote.py), decodes it, unmaps it, then builds the snapshot, as the poller does.
+(watcher/remote/poll.py), decodes it, unmaps it, then builds the snapshot, as the poller does.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.harness.cycle import OK, cycles, done, events, settings, snapshot, task
 from watcher.errors import HostKeyRejected, HostUnreachable
-from watcher.poll.remote import CLEAN_DEFERRED
 from watcher.pueue.model import Result, Status
+from watcher.remote.clean import CLEAN_DEFERRED
 from watcher.transport.base import CommandResult
 
 RUNNING = snapshot(task(0, "p1"), task(1, "p1", Status.QUEUED))

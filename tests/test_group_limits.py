@@ -24,10 +24,10 @@ from watcher.metrics import MetricsState, build_registry
 from watcher.metrics.loop_lag import LoopLag
 from watcher.phases.flood import AlertBudget
 from watcher.poll.poller import HostPoller, PollResult
-from watcher.poll.remote import MARKER
 from watcher.poll.select import Dropped, select_groups
 from watcher.pueue.model import Group, Snapshot
 from watcher.records import Event
+from watcher.remote.poll import MARKER
 from watcher.sanitize import LABEL_MAX
 from watcher.store import Store
 from watcher.transport.base import CommandResult

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.errors import PueueParseError
-from watcher.poll.remote import read_local_state, release
 from watcher.pueue import parse
 from watcher.pueue.model import COUNT_KEYS, Result, Snapshot, Status, count_states
 from watcher.pueue.parse import decode_status, parse_groups, parse_status, snapshot_of
+from watcher.remote.payload import read_local_state, release
 
 EXPECTED_STATES = {
     0: "success",

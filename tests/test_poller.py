@@ -12,7 +12,7 @@ from tests.harness.fake_transport import FakeTransport, Flood
 from watcher.config import HostConfig
 from watcher.errors import HostKeyRejected, HostUnreachable
 from watcher.poll.poller import HostPoller
-from watcher.poll.remote import MARKER
+from watcher.remote.poll import MARKER
 from watcher.transport.base import MAX_STDERR_BYTES, STDERR_TAIL_BYTES, CommandResult, size_text
 
 HOST = HostConfig(name="h", groups=["btc-*", "default"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.poll.remote import command_error, pueue_error
+from watcher.remote.pueue import command_error, pueue_error
 
 CAPTURES = Path(__file__).parent / "fixtures" / "pueue" / "captures"
 STDERR = sorted(CAPTURES.glob("*/*.stderr"))

@@ -12,7 +12,8 @@ import pytest
 
 from watcher.config import HostConfig
 from watcher.errors import BadPollOutput, PueueUnavailable
-from watcher.poll.remote import ERROR_BYTES, MARKER, poll_argv, pueue_error, read_output
+from watcher.remote.poll import MARKER, poll_argv, read_output
+from watcher.remote.pueue import ERROR_BYTES, pueue_error
 from watcher.transport.base import MAX_STDERR_BYTES, STDERR_TAIL_BYTES
 from watcher.transport.local import LocalTransport
 
@@ -146,7 +147,7 @@ def test_a_compression_bomb_is_refused_after_the_limit(encoding: str) -> None:
 
     import zstandard
 
-    from watcher.poll.remote import _decompress
+    from watcher.remote.payload import decompress
 
     zeros = b"\0" * (32 << 20)
     if encoding == "zstd":
@@ -156,8 +157,8 @@ def test_a_compression_bomb_is_refused_after_the_limit(encoding: str) -> None:
     bomb = compressor.compress(zeros) + compressor.flush()
     assert len(bomb) < 64 << 10
     with pytest.raises(BadPollOutput, match="decompresses to more than 8 MiB"):
-        _decompress(memoryview(bomb), encoding, limit=8 << 20)
-    assert bytes(_decompress(memoryview(bomb), encoding, limit=32 << 20)) == zeros
+        decompress(memoryview(bomb), encoding, limit=8 << 20)
+    assert bytes(decompress(memoryview(bomb), encoding, limit=32 << 20)) == zeros
 
 
 async def test_an_endless_answer_is_cut_at_the_limit() -> None:

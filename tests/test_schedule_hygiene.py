@@ -23,9 +23,11 @@ from watcher.hygiene import (
 )
 from watcher.phases.tracker import GroupTrack, OpenPhase, _member, key_of, step
 from watcher.poll.poller import PollResult
-from watcher.poll.remote import ARGUMENTS_BUDGET, clean_argv, remove_argv
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.records import CleanRecord
+from watcher.remote.clean import clean_argv
+from watcher.remote.remove import remove_argv
+from watcher.remote.shell import ARGUMENTS_BUDGET
 from watcher.schedule import next_interval
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from tests.harness.fake_transport import FakeTransport
 from watcher.config import HostConfig
 from watcher.poll.poller import HostPoller
-from watcher.poll.remote import MARKER
 from watcher.pueue.model import Group, Result, Snapshot, Status, Task
 from watcher.pueue.staleness import suspect
+from watcher.remote.poll import MARKER
 from watcher.transport.base import CommandResult, HeadCheck
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,8 +16,8 @@ import structlog
 
 from watcher.config import GateConfig, HostConfig
 from watcher.errors import HostError
-from watcher.poll.remote import command_error, pueue_argv
 from watcher.records import CheckRun, GateAction, PhaseRecord
+from watcher.remote.pueue import command_error, pueue_argv
 from watcher.transport import Transport
 
 log = structlog.get_logger("watcher.gates")

@@ -15,7 +15,7 @@ s on a loaded one, all under one lock. Hence the plan:
 - **scope "bulk"**, when the host holds more than :data:`BULK_ABOVE_TASKS` tasks (a whole-host clean would
   hold the lock for seconds to minutes): the Done/Success tasks of the groups that are complete, recorded,
   watched, not blocked, whose name travels and whose status is "Running" (not "Paused", see below) go with
-  ``pueue remove ID…``, in chunks, one round trip each (remote.REMOVE_SCRIPT). pueued's remove calls
+  ``pueue remove ID…``, in chunks, one round trip each (remote/remove.py). pueued's remove calls
   ``is_task_removable`` (a scan of all N tasks) for each of its k ids, then saves the state once, all under
   its lock; each chunk is sized so that k × N ≤ :data:`CHUNK_PAIRS` (well under a second), and pueued
   serves other requests (a ``pueue add``) between chunks. ``pueue remove`` checks neither the status nor the
@@ -43,7 +43,7 @@ s on a loaded one, all under one lock. Hence the plan:
   globs), one whose last phase has a check that did not pass (its evidence stays), one it has no track of,
   or one whose name cannot travel as an argument (a NUL, or tens of kilobytes; such a group is never cleaned).
 
-The guard of "host" and "groups" (remote.CLEAN_SCRIPT): nothing is cleaned when a task finished since the
+The guard of "host" and "groups" (remote/clean.py): nothing is cleaned when a task finished since the
 plan's poll (the state file's count of Done tasks differs from the plan's, :attr:`PollResult.file_done`);
 tasks added meanwhile do not defer the clean.
 
@@ -68,25 +68,17 @@ from watcher.config import HostConfig, HygieneSection
 from watcher.errors import HostTimeout, PueueUnavailable
 from watcher.phases.tracker import GroupTrack, from_micros, key_of
 from watcher.poll.poller import PollResult
-from watcher.poll.remote import (
-    ARGUMENTS_BUDGET,
-    BULK_MATCHED,
-    BULK_UNAVAILABLE,
-    CLEAN_DEFERRED,
-    REPLY_BYTES,
-    clean_argv,
-    command_error,
-    fitting_arguments,
-    pueue_error,
-    remove_argv,
-)
 from watcher.pueue.model import UNFINISHED_KEYS, Result, Snapshot, Status, Task, count_states
 from watcher.records import CleanRecord
+from watcher.remote.clean import CLEAN_DEFERRED, REPLY_BYTES, clean_argv
+from watcher.remote.pueue import command_error, pueue_error
+from watcher.remote.remove import BULK_MATCHED, BULK_UNAVAILABLE, remove_argv
+from watcher.remote.shell import ARGUMENTS_BUDGET, fitting_arguments
 from watcher.transport import Transport
 
 log = structlog.get_logger("watcher.hygiene")
 
-_NAME_BUDGET = 64 * 1024  # one group name, quoted (remote.fitting_arguments holds the budget of them all)
+_NAME_BUDGET = 64 * 1024  # one group name, quoted (fitting_arguments holds the budget of them all)
 
 # The cost of pueued's dependency scan (is_task_removable: every task, for each task it is asked about),
 # measured with 4.0.4: a whole-host `clean -s` of 53,000 Done tasks looks at about 53,000²/2 = 1.4e9 pairs in
@@ -101,7 +93,7 @@ BULK_ABOVE_TASKS = 15_000
 # save of the state file. 5e7 pairs ≈ 0.45 s quiet (≈ 1.5 s loaded): 943 ids at 53,000 tasks, more as the
 # host shrinks.
 CHUNK_PAIRS = 50_000_000
-# What else travels with a chunk's arguments: the script and its first four arguments (remote.remove_argv).
+# What else travels with a chunk's arguments: the script and its first four arguments (remove_argv).
 _CHUNK_ARGUMENT_BYTES = ARGUMENTS_BUDGET - 4 * 1024
 
 
@@ -304,7 +296,7 @@ def per_group(plan: CleanRecord) -> list[str]:
 
 
 def candidates(plan: CleanRecord, snapshot: Snapshot) -> list[str]:
-    """A bulk removal's tasks, as remote.REMOVE_SCRIPT takes them: ``ID=CREATED``, CREATED the task's
+    """A bulk removal's tasks, as remote/remove.py takes them: ``ID=CREATED``, CREATED the task's
     ``created_at`` to the second in the offset pueue wrote it with (msgspec keeps it), as the state file
     spells it. Empty for any other scope."""
     if plan.scope != "bulk":
@@ -375,7 +367,7 @@ def vanished_successes(
     whole-host ``clean -s``, as the Done/Success tasks they were; per group.
 
     ``clean -s`` removes Success tasks only, and the clean runs only while no task finished since the plan's
-    poll (remote.CLEAN_SCRIPT), so such a task finished, successfully, in the few milliseconds between that
+    poll (remote/clean.py), so such a task finished, successfully, in the few milliseconds between that
     check and pueued taking its lock, and was removed. Stepped through once with the snapshot, they let the
     tracker count it as the success it was, and complete a phase whose last task it was (else the phase
     would count it "removed", or be abandoned if the group is left empty). Its end is not known: ``started``
@@ -420,7 +412,7 @@ def _done_failures(tasks: Iterable[Task]) -> bool:
 
 
 def _travels(name: str) -> bool:
-    """Can the name be a command-line argument (remote.fitting_arguments)?"""
+    """Can the name be a command-line argument (fitting_arguments)?"""
     return "\0" not in name and len(shlex.quote(name).encode(errors="surrogatepass")) < _NAME_BUDGET
 
 

@@ -84,7 +84,7 @@ class CleanRecord(msgspec.Struct, frozen=True, kw_only=True):
     bytes_after: int | None
     removed: dict[str, dict[str, int]]  # group -> result -> how many of the removed tasks had it
     failed_labels: dict[str, list[str]]  # group -> labels of the failed tasks the clean removes
-    # Not run: a task finished between the plan and the clean (watcher/poll/remote.py CLEAN_SCRIPT), or the
+    # Not run: a task finished between the plan and the clean (watcher/remote/clean.py), or the
     # host could not run a bulk removal.
     deferred: bool = False
     # "host": one `pueue clean -s` of the whole host (every group's successful tasks: ``removed`` lists the

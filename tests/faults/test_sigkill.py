@@ -16,7 +16,7 @@ least once (no phase event missing, none doubled under another id), and ``PRAGMA
 
 A batch's tasks wait on gates until the watcher has seen them running and no clean is in flight, as backfill
 tasks that run for a while do. The daemon defers a clean when the state file changed after the poll that
-planned it (watcher/poll/remote.py CLEAN_SCRIPT; tests/test_transport_ssh.py pins it), but ``pueue clean -g``
+planned it (watcher/remote/clean.py; tests/test_transport_ssh.py pins it), but ``pueue clean -g``
 cannot be limited to the tasks the watcher saw: a task added *and* finished while pueue itself runs the clean
 (milliseconds; here the host's ``pueue`` is slowed down to be caught cleaning) would be removed unseen. That
 residual window is a known limit, not played here.

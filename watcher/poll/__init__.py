@@ -1,1 +1,1 @@
-"""Polling: the remote one-round-trip command and the per-host poller."""
+"""Polling: the per-host poller, and which groups it keeps. What it runs on a host is in watcher/remote/."""

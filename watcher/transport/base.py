@@ -13,7 +13,7 @@ from typing import Protocol
 from watcher.errors import BadPollOutput
 
 CHUNK = 1 << 20
-# The most a command may print, and the most a payload may decompress to (watcher/poll/remote.py): far above
+# The most a command may print, and the most a payload may decompress to (watcher/remote/): far above
 # any real pueue state (53,000 tasks are 76 MB), far below what would exhaust the watcher's memory when a
 # host, compromised or broken, sends without end or sends a compression bomb.
 MAX_ANSWER_BYTES = 1 << 30

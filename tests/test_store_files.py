@@ -15,10 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.harness.fleet import REPO, write_config
-from watcher.errors import StoreError, StorePathUnsafe
+from watcher.errors import StoreError, StoreInUse, StoreMissing, StorePathUnsafe
 from watcher.store import Store
-from watcher.store.files import StoreMissing
-from watcher.store.lock import StoreInUse
 
 NOBODY = 65534
 

@@ -5,16 +5,27 @@
     WatcherError                      every error this project raises on purpose
     ├── ConfigError                   the configuration file or environment is invalid (exit 2)
     ├── PueueParseError               pueue's JSON is malformed, truncated or of an unknown shape
+    │   └── TooManyGroups             a document lists far more groups than the watcher keeps
+    ├── ProbeParseError               a /proc or df text could not be read (also a ValueError)
     ├── StoreError                    the state database is foreign, corrupt, newer, or the disk is full
-    │   └── StorePathUnsafe           a link, another user's file, or a directory anyone may write to
-    ├── ProbeParseError               (watcher/probes/proc.py) a /proc or df text could not be read
-    └── HostError                     one host could not be read; the others carry on
-        ├── HostUnreachable           TCP connect failed, DNS failed, the connection dropped (temporary)
-        ├── HostTimeout               connect or command took longer than allowed (temporary)
-        ├── HostKeyRejected           the host key is unknown or changed (permanent: needs an operator)
-        ├── AuthenticationFailed      the server refused our key (permanent)
-        ├── PueueUnavailable          pueue is missing, or its daemon is down (temporary)
-        └── BadPollOutput             the remote side answered something we cannot read
+    │   ├── StorePathUnsafe           a link, another user's file, or a directory anyone may write to
+    │   ├── StoreMissing              no database at the path, and a read-only command creates none
+    │   └── StoreInUse                another process holds the store's lock
+    ├── HostError                     one host could not be read; the others carry on
+    │   ├── HostUnreachable           TCP connect failed, DNS failed, the connection dropped (temporary)
+    │   ├── HostTimeout               connect or command took longer than allowed (temporary)
+    │   ├── HostKeyRejected           the host key is unknown or changed (permanent: needs an operator)
+    │   ├── AuthenticationFailed      the server refused our key (permanent)
+    │   ├── PueueUnavailable          pueue is missing, or its daemon is down (temporary)
+    │   └── BadPollOutput             the remote side answered something we cannot read
+    ├── DeliveryError                 an alert sink could not deliver (temporary, or refused for good)
+    └── MetricsError                  the metrics endpoint cannot start
+
+The two errors of the plug-in package ``checks/`` live there and are not WatcherErrors, because ``checks/``
+imports nothing of ``watcher/`` but ``watcher.units`` (``tests/test_import_graph.py``):
+``checks.registry.UnknownCheckKind`` (a ValueError: no check of that kind) and
+``checks.clickhouse.client.CheckQueryError`` (a check's query failed). Both become a check's ``error``
+result, never a crash.
 
 Each error says what the caller should do with it: ``temporary`` errors are retried at the next poll
 (with backoff: ``watcher/schedule.py``); ``permanent`` ones are reported and retried only slowly, since they
@@ -44,6 +55,11 @@ class PueueParseError(WatcherError):
 class TooManyGroups(PueueParseError):
     """A document lists far more groups than the watcher keeps of a host (poll/select.py): it is not read
     further, so that a host cannot make the watcher build (and hold the GIL for) hundreds of thousands."""
+
+
+class ProbeParseError(WatcherError, ValueError):
+    """One section of the host probes' block (``watcher/probes/proc.py``) could not be read; the message
+    names the section and the text."""
 
 
 class HostError(WatcherError):
@@ -100,3 +116,38 @@ class StorePathUnsafe(StoreError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=True)
+
+
+class StoreMissing(StoreError):
+    """There is no database at the path, and the caller (a read-only command) must not create one."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no state store at {path}", permanent=True)
+        self.path = path
+
+
+class StoreInUse(StoreError):
+    """Another process (a daemon, a ``once``) holds the store's lock (``watcher/store/lock.py``). Permanent:
+    starting again will not help while it runs."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = "another process" if pid is None else f"pid {pid}"
+        super().__init__(f"state store {path} is in use by {holder}", permanent=True)
+        self.pid = pid
+
+
+class DeliveryError(WatcherError):
+    """A sink could not deliver. ``temporary``: try again later (after ``retry_after`` seconds when the
+    target said so); otherwise the target refused the request, and sending it again will not help.
+
+    The message names the sink (``webhook 'ops'``), never its URL or secret.
+    """
+
+    def __init__(self, message: str, *, temporary: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+        self.retry_after = retry_after
+
+
+class MetricsError(WatcherError):
+    """The metrics endpoint cannot start: a malformed ``listen``, an address in use, a refused bind."""

@@ -13,12 +13,11 @@ from typing import TextIO
 
 from watcher.checking import ClickHouseHandles
 from watcher.config import Settings
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreMissing
 from watcher.fleet import Fleet
 from watcher.preflight import problems
 from watcher.render import clean, human_bytes
 from watcher.store import Store
-from watcher.store.files import StoreMissing
 from watcher.store.queries import SinkDeliveries
 
 

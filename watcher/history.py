@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.config import Settings
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreMissing
 from watcher.records import CheckRun, GateAction, PhaseRecord
 from watcher.render import clean, human_duration
 from watcher.store import Store
-from watcher.store.files import StoreMissing
 
 EXIT_OK, EXIT_NO_STORE, EXIT_UNUSABLE = 0, 1, 2
 

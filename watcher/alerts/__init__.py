@@ -2,7 +2,7 @@
 
 ::
 
-    base.py          Sink (the Protocol), DeliveryError, severities, which events a sink wants
+    base.py          Sink (the Protocol), severities, which events a sink wants (its DeliveryError: errors.py)
     config.py        the [[alerts]] models, one per kind (AlertConfig: the union, chosen by ``kind``)
     _http.py         one POST, its answer classified, URLs and secrets kept out of messages
     console.py       a structlog line per event
@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from watcher.alerts.base import SEVERITIES, DeliveryError, Sink, severity, wants
+from watcher.alerts.base import SEVERITIES, Sink, severity, wants
+from watcher.errors import DeliveryError
 
 if TYPE_CHECKING:
     import httpx

@@ -30,7 +30,7 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
-from watcher.alerts.base import DeliveryError
+from watcher.errors import DeliveryError
 from watcher.sanitize import visible
 
 log = structlog.get_logger("watcher.alerts")

@@ -68,8 +68,9 @@ import msgspec
 from pydantic import SecretStr
 
 from watcher.alerts._http import HttpTarget
-from watcher.alerts.base import DeliveryError, severity
+from watcher.alerts.base import severity
 from watcher.alerts.config import AlertmanagerConfig
+from watcher.errors import DeliveryError
 from watcher.records import Event
 from watcher.sanitize import inert, label
 

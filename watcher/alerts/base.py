@@ -12,26 +12,12 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Protocol
 
-from watcher.errors import WatcherError
 from watcher.records import Event
 
 if TYPE_CHECKING:
     from watcher.alerts.config import AlertConfig
 
 SEVERITIES = ("info", "warning", "critical")
-
-
-class DeliveryError(WatcherError):
-    """A sink could not deliver. ``temporary``: try again later (after ``retry_after`` seconds when the
-    target said so); otherwise the target refused the request, and sending it again will not help.
-
-    The message names the sink (``webhook 'ops'``), never its URL or secret.
-    """
-
-    def __init__(self, message: str, *, temporary: bool = True, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.temporary = temporary
-        self.retry_after = retry_after
 
 
 class Sink(Protocol):

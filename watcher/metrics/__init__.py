@@ -7,8 +7,9 @@ metric families, ``server`` serves them.
 
 from __future__ import annotations
 
+from watcher.errors import MetricsError
 from watcher.metrics.collector import WatcherCollector, build_registry
-from watcher.metrics.server import MetricsError, MetricsServer, start_metrics_server
+from watcher.metrics.server import MetricsServer, start_metrics_server
 from watcher.metrics.state import MetricsState
 
 __all__ = [

@@ -17,7 +17,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry
 
-from watcher.errors import WatcherError
+from watcher.errors import MetricsError
 from watcher.metrics.collector import build_registry
 from watcher.metrics.exposition import Exposition
 from watcher.metrics.httpd import BoundedWSGIServer
@@ -31,10 +31,6 @@ REQUEST_TIMEOUT = 10.0
 MAX_WORKERS = 8
 #: Connections whose request is still being read; one more closes the oldest.
 MAX_PENDING = 64
-
-
-class MetricsError(WatcherError):
-    """The metrics endpoint cannot start: a malformed ``listen``, an address in use, a refused bind."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

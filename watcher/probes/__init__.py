@@ -7,6 +7,7 @@ reported changes and metric values. Both are pure: no I/O but :func:`read_tree`,
 
 from __future__ import annotations
 
+from watcher.errors import ProbeParseError
 from watcher.probes.health import (
     KEYS,
     BreachTracker,
@@ -19,7 +20,6 @@ from watcher.probes.health import (
 )
 from watcher.probes.proc import (
     PROBE_SCRIPT,
-    ProbeParseError,
     ProbeSample,
     parse_block,
     parse_df,

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from watcher.errors import WatcherError
+from watcher.errors import ProbeParseError
 
 BEGIN = "probe-begin"
 END = "probe-end"
@@ -77,10 +77,6 @@ _BEGIN = re.compile(rf"^[ \t]*{BEGIN}[ \t\r]*$", re.MULTILINE)
 _END = re.compile(rf"^[ \t]*{END}[ \t\r]*$", re.MULTILINE)
 _HEADER_LINE = re.compile(r"([a-z]+)(?:[ \t]+(.*))?", re.ASCII)
 _COUNT = re.compile(r"[0-9]{1,6}", re.ASCII)
-
-
-class ProbeParseError(WatcherError, ValueError):
-    """One section of the probe block could not be read; the message names the section and the text."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,19 +25,11 @@ import stat
 
 import structlog
 
-from watcher.errors import StoreError, StorePathUnsafe
+from watcher.errors import StoreMissing, StorePathUnsafe
 
 log = structlog.get_logger("watcher.store")
 
 COMPANIONS = ("-wal", "-shm")
-
-
-class StoreMissing(StoreError):
-    """There is no database at the path, and the caller (a read-only command) must not create one."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no state store at {path}", permanent=True)
-        self.path = path
 
 
 def make_parents(directory: str) -> None:

@@ -19,20 +19,10 @@ import errno
 import fcntl
 import os
 
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreInUse
 from watcher.store import files
 
 SUFFIX = ".lock"
-
-
-class StoreInUse(StoreError):
-    """Another process (a daemon, a ``once``) holds the store's lock. Permanent: starting again will not
-    help while it runs."""
-
-    def __init__(self, path: str, pid: int | None) -> None:
-        holder = "another process" if pid is None else f"pid {pid}"
-        super().__init__(f"state store {path} is in use by {holder}", permanent=True)
-        self.pid = pid
 
 
 def hold(path: str) -> int:

@@ -1,4 +1,5 @@
-"""Checks at phase boundaries: which checks a completed phase gets, running them, and their handles.
+"""Checks at phase boundaries: which checks a completed phase gets, and running them (with the ClickHouse
+handles of ``clickhouse_handles.py``).
 
 When a phase completes, one ``pending`` check run per matching check is committed with it (same
 transaction). The host's cycle then runs every pending run of the host concurrently, each within its own
@@ -9,17 +10,18 @@ with a result is never run twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 import structlog
 
-from checks.base import CheckContext, CheckResult, CheckStatus, ClickHouse
+from checks.base import CheckContext, CheckResult, CheckStatus
 from checks.config import CheckConfig
 from checks.registry import build
 from checks.runner import run_check
-from watcher.config import ClickHouseConfig, Settings
+from watcher.clickhouse_handles import ClickHouseHandles as ClickHouseHandles  # the cycle imports it here
+from watcher.config import Settings
 from watcher.records import CheckRun, PhaseRecord
 from watcher.transport import Transport
 
@@ -40,60 +42,6 @@ def pending_runs(checks: Sequence[CheckConfig], phase: PhaseRecord) -> list[Chec
         CheckRun(phase_id=phase.id, check=c.name, host=phase.host, group=phase.group, status="pending")
         for c in matching(checks, phase.host, phase.group)
     ]
-
-
-class ClickHouseHandles:
-    """One client per ``[[clickhouse]]`` entry, opened on first use; through an SSH tunnel over the watched
-    host's connection when ``via_host`` is set (ClickHouse often listens on the workstation's loopback)."""
-
-    def __init__(self, settings: Settings, transports: Mapping[str, Transport]) -> None:
-        self._configs = {c.name: c for c in settings.clickhouse}
-        self._transports = transports
-        self._timeout = settings.watcher.connect_timeout
-        self._clients: dict[str, ClickHouse] = {}
-        self._lock = asyncio.Lock()
-        if self._configs:
-            # Imported now, before the daemon's loop runs: clickhouse_driver takes over 100 ms to import,
-            # which at the first check would hold every host's poll (metrics/loop_lag.py).
-            import checks.clickhouse.client  # noqa: F401
-
-    async def get(self, name: str) -> ClickHouse:
-        async with self._lock:
-            client = self._clients.get(name)
-            if client is None:
-                client = self._clients[name] = await self._open(self._configs[name])
-            return client
-
-    async def _open(self, config: ClickHouseConfig) -> ClickHouse:
-        from checks.clickhouse.client import ClickHouseClient  # the only importer of clickhouse_driver
-
-        endpoint: Callable[[], Awaitable[tuple[str, int]]] | None = None
-        if config.via_host is not None:
-            # Looked up before each query: the transport forwards again through its current connection (a
-            # port cached across an SSH reconnect would point at nothing, or at whoever binds it next).
-            transport, target = self._transports[config.via_host], (config.host, config.port)
-
-            async def endpoint() -> tuple[str, int]:
-                return await transport.forward(*target, timeout=self._timeout)
-
-        return ClickHouseClient(
-            host=config.host,
-            port=config.port,
-            endpoint=endpoint,
-            user=config.user,
-            password=config.password.get_secret_value(),
-            database=config.database,
-            max_execution_time=config.max_execution_time,
-            max_threads=config.max_threads,
-            connect_timeout=config.connect_timeout,
-        )
-
-    async def close(self) -> None:
-        for client in self._clients.values():
-            close = getattr(client, "close", None)
-            if close is not None:
-                await close()
-        self._clients.clear()
 
 
 class HostAccess:

@@ -14,21 +14,14 @@ import structlog
 
 from watcher.config import HostConfig, WatcherSection
 from watcher.errors import HostError, HostTimeout, ProbeParseError, PueueParseError, TooManyGroups
-from watcher.poll.remote import (
-    SESSION_END,
-    RemoteState,
-    check_head,
-    poll_argv,
-    read_output,
-    release,
-    session_argv,
-    session_request,
-)
 from watcher.poll.select import NONE_DROPPED, Dropped, select_groups
 from watcher.probes.proc import ProbeSample, parse_block
 from watcher.pueue.model import Snapshot, Status
 from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect
+from watcher.remote.payload import release
+from watcher.remote.poll import RemoteState, check_head, poll_argv, read_output
+from watcher.remote.session import SESSION_END, session_argv, session_request
 from watcher.transport import Transport
 from watcher.transport.base import MAX_ANSWER_BYTES
 
@@ -103,7 +96,7 @@ class PollResult:
     daemon_up: bool | None = None
     probes: ProbeSample | None = None
     # Counted in the whole state file the snapshot comes from (every group, watched or not), when a state
-    # file was read: its Done tasks (what hygiene's guard counts again before a clean, remote.CLEAN_SCRIPT),
+    # file was read: its Done tasks (what hygiene's guard counts again before a clean, remote/clean.py),
     # and all its tasks. A confirmation keeps the counts of the file it stands in for: its snapshot is
     # `pueue status` output, whose DependencyFailed tasks the file still holds as Queued.
     file_done: int | None = None

@@ -1,4 +1,5 @@
-"""Shared fixtures: fixture files, real sshd servers, and simulated pueue hosts."""
+"""Shared fixtures: fixture files, real sshd servers, and simulated pueue hosts; the Hypothesis profiles and
+the marking of the tests that start services (the fast tier, ``./dev test fast``, leaves those out)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,41 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.harness.clickhouse import ClickHouseServer
-from tests.harness.services import require_binary
+from tests.harness.services import FAST_TIER, require_binary
 from tests.harness.sshd import ClientKeys, SSHServer
+
+# Hypothesis profiles. "full" (the default: CI and `./dev test`) keeps each property's own example count;
+# "fast" runs at most FAST_EXAMPLES of each. PUEUE_WATCHER_TEST_TIER=fast (what `./dev test fast` sets) loads
+# "fast"; pytest's --hypothesis-profile chooses either as well.
+FAST_EXAMPLES = 100
+settings.register_profile("full", settings.get_profile("default"))
+settings.register_profile("fast", max_examples=FAST_EXAMPLES)
+settings.load_profile("fast" if FAST_TIER else "full")
+
+
+def examples(count: int) -> int:
+    """A property's own example count, cut to FAST_EXAMPLES under the fast profile. The profile alone cannot
+    do it: a count given to ``@settings`` wins over any profile. Read at import, so after --hypothesis-profile
+    has loaded its profile (pytest imports test modules after its configure step)."""
+    return min(count, FAST_EXAMPLES) if settings.get_current_profile_name() == "fast" else count
+
+
+# Fixtures that start a service (sshd, ClickHouse, or a daemon that needs one): a test using any of them is
+# marked `integration`, as are the modules that start services themselves (they say so with `pytestmark`)
+# and the real-pueue tier. tests/harness/services.py refuses to start a service in the fast tier, so a test
+# that starts one without the mark fails there instead of slowing it down.
+SERVICE_FIXTURES = frozenset({"sshd_factory", "clickhouse", "idle_rss"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    real_pueue = Path(__file__).resolve().parent / "real_pueue"
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVICE_FIXTURES or real_pueue in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 # The repo's own copy of pueue's JSON samples and of the real binaries' captures (captures/VERSION/).
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pueue"

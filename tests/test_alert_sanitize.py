@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from watcher.sanitize import LABEL_MAX, defuse, inert, label, visible
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
@@ -76,7 +77,7 @@ def test_label_values_that_change_get_a_stable_hash_of_the_original() -> None:
     assert label("\u202e") == "~" + label("\u202e")[1:] and len(label("\u202e")) == 9
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(raw=hostile, limit=st.integers(10, 600))
 def test_inert_is_bounded_visible_and_inert_for_any_text(raw: str, limit: int) -> None:
     """Whatever the host writes: at most ``limit`` characters, nothing hidden, no mention, no link."""
@@ -88,7 +89,7 @@ def test_inert_is_bounded_visible_and_inert_for_any_text(raw: str, limit: int) -
     assert out == inert(raw, limit)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(raw=hostile, repeat=st.integers(1, 300))
 def test_label_is_bounded_visible_without_mentions_and_deterministic(raw: str, repeat: int) -> None:
     """Any name, up to tens of kB: a label of at most 128 characters, nothing hidden, no mention, stable."""
@@ -102,7 +103,7 @@ def test_label_is_bounded_visible_without_mentions_and_deterministic(raw: str, r
     assert value == name or re.search(r"~[0-9a-f]{8}$", value)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(head=hostile, a=hostile, b=hostile)
 def test_distinct_names_get_distinct_labels(head: str, a: str, b: str) -> None:
     """Two names that share a long beginning, or differ only in what is removed, stay two labels."""

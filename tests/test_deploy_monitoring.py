@@ -87,6 +87,7 @@ def substitute(expr: str) -> str:
     return expr
 
 
+@pytest.mark.integration  # promtool comes with Prometheus
 def test_alert_rules_pass_promtool_check() -> None:
     """`promtool check rules` accepts deploy/prometheus/alerts.yml without a warning."""
     result = promtool("check", "rules", str(ALERTS))
@@ -95,6 +96,7 @@ def test_alert_rules_pass_promtool_check() -> None:
     assert "WARNING" not in result.stdout + result.stderr
 
 
+@pytest.mark.integration  # promtool comes with Prometheus
 def test_alert_rule_unit_tests_cover_every_rule_and_pass() -> None:
     """`promtool test rules` passes, with a firing and a not-firing case for every alert rule."""
     rules = set(re.findall(r"^\s+- alert: (\w+)$", ALERTS.read_text(), re.MULTILINE))

@@ -271,6 +271,7 @@ def _get(url: str) -> tuple[int, str, str]:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
+@pytest.mark.integration  # promtool comes with Prometheus
 async def test_scrape_over_http_passes_promtool_with_every_metric(
     endpoint: tuple[MetricsServer, MetricsState],
 ) -> None:

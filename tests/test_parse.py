@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from watcher.errors import PueueParseError
 from watcher.pueue import parse
 from watcher.pueue.model import COUNT_KEYS, Result, Snapshot, Status, count_states
@@ -278,7 +279,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(JSON)
 def test_arbitrary_json_raises_only_the_parse_error(value: object) -> None:
     """Whatever JSON arrives, the parser returns a snapshot or raises PueueParseError, nothing else."""
@@ -310,7 +311,7 @@ STATUS_VALUES = st.sampled_from(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(status=STATUS_VALUES, created=st.sampled_from(["2025-01-01T00:00:00Z", "garbage", 5, None]))
 def test_arbitrary_task_shapes_raise_only_the_parse_error(status: object, created: object) -> None:
     """Plausible but wrong task objects: only PueueParseError, and it names the task."""
@@ -324,7 +325,7 @@ def test_arbitrary_task_shapes_raise_only_the_parse_error(status: object, create
     assert "task 4" in message or "unexpected" in message
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(cut=st.integers(min_value=0), version=st.sampled_from(["v3", "v4"]))
 def test_truncated_real_json_raises_only_the_parse_error(cut: int, version: str) -> None:
     """Real pueue output cut at any byte short of its closing brace is an error, never a partial snapshot."""
@@ -333,7 +334,7 @@ def test_truncated_real_json_raises_only_the_parse_error(cut: int, version: str)
         parse_status(data[: cut % len(data)])
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(data=st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_the_parse_error(data: bytes) -> None:
     try:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from tests.harness.services import IN_CI
 from watcher.config import ProbesConfig
 from watcher.probes import (
@@ -477,7 +478,7 @@ PIECES += ["\n--df\n", "\n--meminfo\n", "\n--loadavg\n", "uname Linux\n", "cpus 
 PROBE_TEXT = st.one_of(st.text(), st.lists(st.sampled_from(PIECES), max_size=120).map("".join))
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(text=PROBE_TEXT)
 def test_parsers_raise_only_probe_parse_error(text: str) -> None:
     """Any text makes each parser return or raise ProbeParseError, never another exception."""
@@ -488,7 +489,7 @@ def test_parsers_raise_only_probe_parse_error(text: str) -> None:
             pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(text=PROBE_TEXT)
 def test_parse_block_never_raises_on_arbitrary_text(text: str) -> None:
     """Any text, with or without the markers around it, gives a sample (with problems), never an exception."""
@@ -498,7 +499,7 @@ def test_parse_block_never_raises_on_arbitrary_text(text: str) -> None:
         breaches(probe, rates(probe, probe, 1.0), CONFIG)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(data=st.data())
 def test_parse_block_survives_mangled_fixture_blocks(data: st.DataObject) -> None:
     """Fixture blocks with lines dropped, repeated or garbled give a sample, never an exception."""

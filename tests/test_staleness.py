@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from tests.harness.fake_transport import FakeTransport
 from watcher.config import HostConfig
 from watcher.poll.poller import HostPoller
@@ -222,7 +223,7 @@ _OUTCOMES = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     specs=st.lists(
         st.tuples(

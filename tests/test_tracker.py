@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from watcher.phases import tracker
 from watcher.phases.tracker import GroupTrack, StepResult, step
 from watcher.pueue.model import Result, Status, Task
@@ -316,7 +317,7 @@ def _tasks(specs: list[tuple[int, int, str, int]]) -> list[Task]:
     return tasks
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(snapshots=_SNAPSHOTS, first_run=st.booleans())
 @example(snapshots=[[(0, -3, "ok", 0)], [(1, -2, "ok", 0)]], first_run=False)  # a watermark before year 1
 def test_finding_members_by_id_matches_finding_them_by_key(

@@ -15,10 +15,18 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The fast tier (`./dev test fast`: `-m "not integration"` and this variable) starts none of these services.
+FAST_TIER = os.environ.get("PUEUE_WATCHER_TEST_TIER", "") == "fast"
+SERVICES = frozenset({"sshd", "clickhouse-server", "prometheus", "promtool", "prometheus-alertmanager",
+                      "alertmanager"})  # fmt: skip
 
 
 def require_binary(*candidates: str) -> str:
-    """The first existing binary; a missing one skips locally and fails under CI=true."""
+    """The first existing binary; a missing one skips locally and fails under CI=true. In the fast tier a
+    service's binary fails the test: it starts a service, so it belongs to the `integration` mark."""
+    if FAST_TIER and SERVICES & {Path(c).name for c in candidates}:
+        pytest.fail(f"{candidates[-1]} in the fast tier: mark the test integration (tests/conftest.py)",
+                    pytrace=False)  # fmt: skip
     for candidate in candidates:
         found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
         if found:

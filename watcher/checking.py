@@ -104,38 +104,32 @@ def _error(name: str, kind: str, message: str) -> CheckResult:
 async def check_now(settings: Settings, host_name: str, group: str) -> list[CheckResult]:
     """``pueue-watcher check``: run the checks matching ``host_name``/``group`` once, now. The phase is the
     group's last completed one in the store, when there is a store and such a phase."""
-    from watcher.transport import open_transport
+    from watcher.runtime import Runtime
 
     host = next(h for h in settings.hosts if h.name == host_name)
     configs = matching(settings.checks, host_name, group)
-    transports = {h.name: open_transport(h, settings.watcher) for h in settings.hosts}
-    handles = ClickHouseHandles(settings, transports)
-    phase = await _last_phase(settings, host_name, group) if configs else None
-    try:
+    async with Runtime(settings) as runtime:
+        transports = runtime.transports(settings.hosts)
+        handles = runtime.clickhouse(transports)
+        phase = await _last_phase(settings, host_name, group) if configs else None
         access = HostAccess(transports[host.name])
         runs = [CheckRun(phase_id=phase.id if phase else "", check=c.name, host=host_name, group=group,
                          status="pending") for c in configs]  # fmt: skip
         phases = {phase.id: phase} if phase else {}
         done = await run_checks(runs, phases, configs, handles, access)
-    finally:
-        await handles.close()
-        for transport in transports.values():
-            await transport.close()
     return [_result_of(run) for run in done]
 
 
 async def _last_phase(settings: Settings, host: str, group: str) -> PhaseRecord | None:
     from watcher.errors import StoreError
-    from watcher.store import Store
+    from watcher.runtime import Runtime
 
-    try:
-        store = await Store.open(settings.watcher.state_path, create=False)  # `check` only reads it
-    except StoreError:
-        return None
-    try:
+    async with Runtime(settings) as runtime:  # the store only for this: closed before any check runs
+        try:
+            store = await runtime.read_store()  # `check` only reads it
+        except StoreError:
+            return None
         phases = await store.phases(host=host, group=group, status="completed", limit=1)
-    finally:
-        await store.close()
     return phases[0] if phases else None
 
 

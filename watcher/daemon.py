@@ -26,21 +26,21 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from watcher import __version__
-from watcher.checking import ClickHouseHandles
+from watcher.clickhouse_handles import ClickHouseHandles
 from watcher.config import HostConfig, Settings
-from watcher.errors import StoreError
 from watcher.hygiene import Hygiene
 from watcher.metrics import MetricsError, MetricsState, start_metrics_server
 from watcher.no_hosts import no_hosts
 from watcher.outbox import Outbox
 from watcher.poll.poller import HostPoller
 from watcher.probes.health import BreachTracker
+from watcher.runtime import Runtime
 from watcher.sdnotify import notify, watchdog_interval
 from watcher.store import Store
 from watcher.transport import Transport, open_transport
@@ -50,7 +50,6 @@ log = structlog.get_logger("watcher")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 SWITCH_INTERVAL = 0.001  # seconds a thread may hold the GIL while another waits for it (CPython: 0.005)
-STORE_RETRY = (1.0, 60.0)  # the first and the longest wait before opening a temporarily unusable store again
 
 
 @dataclass(slots=True)
@@ -83,13 +82,23 @@ class _Stats:
 
 
 class Daemon:
+    """The hosts' loops, their outbox and metrics. ``run`` and ``once`` give it the transports and ClickHouse
+    handles of their :class:`~watcher.runtime.Runtime`; without them (a test) it makes its own. :meth:`close`
+    closes the outbox, the handles and the hosts' transports, in that order, but never the store."""
+
     def __init__(
         self,
         settings: Settings,
         store: Store,
         hosts: Sequence[HostConfig] | None = None,
         shard: str | None = None,
+        *,
+        transports: Mapping[str, Transport] | None = None,
+        clickhouse: ClickHouseHandles | None = None,
     ) -> None:
+        chosen = settings.hosts if hosts is None else hosts
+        if transports is None:
+            transports = {host.name: open_transport(host, settings.watcher) for host in chosen}
         self.settings = settings
         self.shard = shard  # the command line's --shard, for the no_hosts warning
         self.config_path: str | None = None  # the file the settings came from, for the started line
@@ -97,18 +106,17 @@ class Daemon:
         self.metrics = MetricsState()
         self.outbox = Outbox(store, settings.alerts, self.metrics)
         hygiene = Hygiene(settings.hygiene)
-        self._transports: dict[str, Transport] = {}
-        self.clickhouse = ClickHouseHandles(settings, self._transports)
+        self._transports = transports
+        self.clickhouse = ClickHouseHandles(settings, transports) if clickhouse is None else clickhouse
         self.breaches = BreachTracker(settings.probes)
-        self.watches = [self._watch(host, hygiene) for host in (settings.hosts if hosts is None else hosts)]
+        self.watches = [self._watch(host, hygiene) for host in chosen]
         self._slots = asyncio.Semaphore(settings.watcher.max_concurrency)
         self.metrics.set_hosts([w.host.name for w in self.watches])
         self._stats = _Stats()
 
     def _watch(self, host: HostConfig, hygiene: Hygiene) -> HostWatch:
         watcher = self.settings.watcher
-        transport = self._transports[host.name] = open_transport(host, watcher)
-        poller = HostPoller.configured(host, transport, watcher)
+        poller = HostPoller.configured(host, self._transports[host.name], watcher)
         return HostWatch(
             host, poller, self.store, self.settings, hygiene, self.clickhouse, self.breaches, self.metrics
         )
@@ -273,31 +281,6 @@ def _merged(first: CycleOutcome, then: CycleOutcome) -> CycleOutcome:
     return first
 
 
-async def open_store(settings: Settings, stop: asyncio.Event | None = None) -> Store | None:
-    """The store, or None after one line saying why not. Given ``stop`` (the daemon), a temporary failure (a
-    full disk, a lock held too long) is retried, with backoff, until it clears or ``stop`` is set."""
-    wait, failing = STORE_RETRY[0], None
-    while True:
-        try:
-            store = await Store.open(settings.watcher.state_path, exclusive=True)
-        except StoreError as exc:
-            if exc.permanent or stop is None:
-                log.error("store.unusable", error=str(exc))
-                return None
-            if str(exc) != failing:
-                log.error("store.unavailable", error=str(exc), retry_in=wait)
-            failing = str(exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-            if stop.is_set():
-                return None
-            wait = min(2 * wait, STORE_RETRY[1])
-            continue
-        if failing is not None:
-            log.info("store.recovered")
-        return store
-
-
 async def run_daemon(
     settings: Settings,
     hosts: Sequence[HostConfig] | None = None,
@@ -308,25 +291,23 @@ async def run_daemon(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = await open_store(settings, stop)
-    if store is None:
-        if not stop.is_set():
+    async with Runtime(settings) as runtime:
+        store = await runtime.daemon_store(stop)
+        if store is None:
+            if not stop.is_set():
+                return EXIT_CONFIG
+            log.info("stopped")
+            return EXIT_OK
+        daemon = _daemon(runtime, store, hosts, shard)
+        daemon.config_path = config_path
+        try:
+            await daemon.run(stop)
+        except MetricsError as exc:
+            log.error("metrics.unusable", error=str(exc))
             return EXIT_CONFIG
-        log.info("stopped")
-        return EXIT_OK
-    daemon = Daemon(settings, store, hosts, shard)
-    daemon.config_path = config_path
-    try:
-        await daemon.run(stop)
-    except MetricsError as exc:
-        log.error("metrics.unusable", error=str(exc))
-        return EXIT_CONFIG
-    except Exception as exc:
-        log.exception("crashed", error=str(exc))
-        return EXIT_FAILED
-    finally:
-        await daemon.close()
-        await store.close()
+        except Exception as exc:
+            log.exception("crashed", error=str(exc))
+            return EXIT_FAILED
     log.info("stopped")
     return EXIT_OK
 
@@ -334,16 +315,23 @@ async def run_daemon(
 async def run_once(
     settings: Settings, hosts: Sequence[HostConfig] | None = None, shard: str | None = None
 ) -> tuple[int, list[CycleOutcome]]:
-    store = await open_store(settings)
-    if store is None:
-        return EXIT_CONFIG, []
-    daemon = Daemon(settings, store, hosts, shard)
-    daemon.warn_if_idle()
-    try:
+    async with Runtime(settings) as runtime:
+        store = await runtime.daemon_store()
+        if store is None:
+            return EXIT_CONFIG, []
+        daemon = _daemon(runtime, store, hosts, shard)
+        daemon.warn_if_idle()
         outcomes = await daemon.once()
-    finally:
-        await daemon.close()
-        await store.close()
     ok = all(o.result.ok and o.error is None for o in outcomes)
     ok = ok and not daemon.outbox.failing  # an alert that did not go out fails the round too
     return (EXIT_OK if ok else EXIT_FAILED), outcomes
+
+
+def _daemon(runtime: Runtime, store: Store, hosts: Sequence[HostConfig] | None, shard: str | None) -> Daemon:
+    """The daemon on ``runtime``'s transports and handles; closed with them, before them."""
+    settings = runtime.settings
+    transports = runtime.transports(settings.hosts if hosts is None else hosts)
+    clickhouse = runtime.clickhouse(transports)
+    daemon = Daemon(settings, store, hosts, shard, transports=transports, clickhouse=clickhouse)
+    runtime.on_close(daemon.close)
+    return daemon

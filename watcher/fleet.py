@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from watcher.config import HostConfig, Settings
 from watcher.poll.poller import HostPoller, PollResult
-from watcher.transport import open_transport
+from watcher.transport import Transport, open_transport
 
 
 class Fleet:
-    """Polls hosts at most ``max_concurrency`` at a time; a slow or dead host only holds its own slot."""
+    """Polls hosts at most ``max_concurrency`` at a time; a slow or dead host only holds its own slot. Given
+    ``transports`` (a :class:`~watcher.runtime.Runtime`'s, which closes them), it polls through them."""
 
-    def __init__(self, settings: Settings, hosts: Sequence[HostConfig] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hosts: Sequence[HostConfig] | None = None,
+        transports: Mapping[str, Transport] | None = None,
+    ) -> None:
         watcher = settings.watcher
         chosen = settings.hosts if hosts is None else hosts
         self.pollers = {
-            host.name: HostPoller.configured(host, open_transport(host, watcher), watcher)
+            host.name: HostPoller.configured(
+                host, open_transport(host, watcher) if transports is None else transports[host.name], watcher
+            )
             for host in chosen
         }
         self._slots = asyncio.Semaphore(watcher.max_concurrency)

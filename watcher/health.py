@@ -11,13 +11,12 @@ import socket
 import urllib.request
 from typing import TextIO
 
-from watcher.checking import ClickHouseHandles
 from watcher.config import Settings
 from watcher.errors import StoreError, StoreMissing
 from watcher.fleet import Fleet
 from watcher.preflight import problems
 from watcher.render import clean, human_bytes
-from watcher.store import Store
+from watcher.runtime import Runtime
 from watcher.store.queries import SinkDeliveries
 
 
@@ -33,28 +32,30 @@ async def run_health(settings: Settings, out: TextIO) -> int:
     missing = problems(settings.hosts)
     for problem in missing:
         line(False, f"host {problem.host}", problem.message)
-    try:
-        store = await Store.open(settings.watcher.state_path, create=False)  # health only reads
-    except StoreMissing:  # no daemon has run with this configuration yet: nothing is wrong with that
-        line(True, "state store", f"{settings.watcher.state_path}: not created yet (the daemon creates it)")
-    except StoreError as exc:
-        line(False, "state store", str(exc))
-    else:
+    async with Runtime(settings) as runtime:  # the store is closed before any host is reached
         try:
-            deliveries = {d.sink: d for d in await store.sink_deliveries()}
+            store = await runtime.read_store()  # health only reads
+        except StoreMissing:  # no daemon has run with this configuration yet: nothing is wrong with that
+            created = f"{settings.watcher.state_path}: not created yet (the daemon creates it)"
+            line(True, "state store", created)
         except StoreError as exc:
             line(False, "state store", str(exc))
         else:
-            line(True, "state store", settings.watcher.state_path)
-            for name in [a.name for a in settings.alerts] or ["console"]:
-                ok, detail = _sink(deliveries.get(name))
-                line(ok, f"sink {name}", detail)
-        finally:
-            await store.close()
+            try:
+                deliveries = {d.sink: d for d in await store.sink_deliveries()}
+            except StoreError as exc:
+                line(False, "state store", str(exc))
+            else:
+                line(True, "state store", settings.watcher.state_path)
+                for name in [a.name for a in settings.alerts] or ["console"]:
+                    ok, detail = _sink(deliveries.get(name))
+                    line(ok, f"sink {name}", detail)
 
-    # A host whose files are missing was reported above: connecting would only say it again.
-    fleet = Fleet(settings, [h for h in settings.hosts if h.name not in {p.host for p in missing}])
-    try:
+    async with Runtime(settings) as runtime:
+        # A host whose files are missing was reported above: connecting would only say it again.
+        hosts = [h for h in settings.hosts if h.name not in {p.host for p in missing}]
+        transports = runtime.transports(hosts)
+        fleet = Fleet(settings, hosts, transports)
         for result in await fleet.poll():
             host = next(h for h in settings.hosts if h.name == result.host)
             if host.host_key_unchecked:
@@ -71,20 +72,15 @@ async def run_health(settings: Settings, out: TextIO) -> int:
                 )
             else:
                 line(False, f"host {result.host}", result.error or "no answer")
-        handles = ClickHouseHandles(settings, {name: p.transport for name, p in fleet.pollers.items()})
-        try:
-            for config in settings.clickhouse:
-                try:
-                    client = await handles.get(config.name)
-                    await client.query("SELECT 1")
-                except Exception as exc:  # any failure is this item's, reported in one line
-                    line(False, f"clickhouse {config.name}", str(exc))
-                else:
-                    line(True, f"clickhouse {config.name}", f"{config.host}:{config.port} answers")
-        finally:
-            await handles.close()
-    finally:
-        await fleet.close()
+        handles = runtime.clickhouse(transports)
+        for config in settings.clickhouse:
+            try:
+                client = await handles.get(config.name)
+                await client.query("SELECT 1")
+            except Exception as exc:  # any failure is this item's, reported in one line
+                line(False, f"clickhouse {config.name}", str(exc))
+            else:
+                line(True, f"clickhouse {config.name}", f"{config.host}:{config.port} answers")
 
     ok, detail = _metrics_port(settings.metrics.listen)
     line(ok, "metrics", detail)

@@ -16,7 +16,7 @@ from watcher.config import Settings
 from watcher.errors import StoreError, StoreMissing
 from watcher.records import CheckRun, GateAction, PhaseRecord
 from watcher.render import clean, human_duration
-from watcher.store import Store
+from watcher.runtime import Runtime
 
 EXIT_OK, EXIT_NO_STORE, EXIT_UNUSABLE = 0, 1, 2
 
@@ -44,20 +44,18 @@ async def load_history(
 ) -> tuple[int, History | None]:
     """The phases of the store at ``watcher.state_path``; or an exit code and None, after one line on stderr:
     1 when there is no store there, 2 when it cannot be used."""
-    try:
-        store = await Store.open(settings.watcher.state_path, create=False)
-    except StoreMissing as exc:
-        print(f"{exc}: no watcher has recorded there ({SYSTEM_UNIT_HINT})", file=sys.stderr)
-        return EXIT_NO_STORE, None
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE, None
-    try:
+    async with Runtime(settings) as runtime:
+        try:
+            store = await runtime.read_store()
+        except StoreMissing as exc:
+            print(f"{exc}: no watcher has recorded there ({SYSTEM_UNIT_HINT})", file=sys.stderr)
+            return EXIT_NO_STORE, None
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE, None
         phases = await store.phases(host=host, group=group)
         checks = await store.check_runs(host=host)
         gates = await store.gate_actions(host=host)
-    finally:
-        await store.close()
     entries = [
         PhaseHistory(p, [c for c in checks if c.phase_id == p.id], [g for g in gates if g.phase_id == p.id])
         for p in phases

@@ -7,6 +7,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -240,12 +241,15 @@ def test_parse_df_block_size_and_negative_available() -> None:
         (parse_df, "df: /nope: No such file or directory"),
     ],
 )
-def test_parsers_refuse_garbled_text(parser: object, text: str) -> None:
-    """Garbled, cut or foreign text raises ProbeParseError, which is a ValueError."""
-    assert callable(parser)
+def test_parsers_refuse_garbled_text(parser: Callable[[str], object], text: str) -> None:
+    """Garbled, cut or foreign text raises ProbeParseError, which is a ValueError, in one short line that
+    names the section it could not read."""
     with pytest.raises(ProbeParseError) as caught:
         parser(text)
     assert isinstance(caught.value, ValueError)
+    message = str(caught.value)
+    section = parser.__name__.removeprefix("parse_")
+    assert message.startswith(f"{section}: ") and "\n" not in message and len(message) < 300, message
 
 
 # --- the block -------------------------------------------------------------------------------------------

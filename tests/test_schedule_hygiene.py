@@ -253,7 +253,10 @@ def test_a_large_host_is_cleaned_in_bulk_from_complete_running_groups_only() -> 
     assert plan is not None
     assert (plan.scope, plan.groups, plan.removed) == ("bulk", ["done"], {"done": {"success": 2}})
     assert plan.failed_labels == {} and per_group(plan) == []
-    assert candidates(plan, s) == ["0=2026-02-28T00:00:00", "1=2026-02-28T00:00:00"]
+    # On a whole second: also the second before (pueue's …:59.9999996 reads as …:00.000000 once rounded).
+    assert candidates(plan, s) == [
+        "0=2026-02-28T00:00:00", "0=2026-02-27T23:59:59", "1=2026-02-28T00:00:00", "1=2026-02-27T23:59:59"
+    ]  # fmt: skip
     assert targets(plan, s) == frozenset({key_of(s.tasks[0]), key_of(s.tasks[1])})
     assert b"2026-02-28T00:00:00" not in msgspec.json.encode(plan)
     assert vanished_successes(plan, tracks, snap(t(5, Status.RUNNING, group="busy")), NOW) == {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -351,3 +352,30 @@ async def test_a_task_that_finished_after_the_plan_defers_the_clean(
     result, plan = await run.plan(recorded("default", "busy"))
     assert await run.clean(result, plan)
     assert host.status()["tasks"] == {}
+
+
+@pytest.mark.parametrize(("version", "layout"), [("4.0.4", "runtime"), ("3.4.1", "plain")])
+async def test_bulk_removes_a_task_created_in_the_last_half_microsecond_of_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, layout: str
+) -> None:
+    """pueue writes ``created_at`` in nanoseconds and msgspec rounds them to microseconds: a task created at
+    ``…:59.9999997`` reads as ``…:00`` of the next minute. The bulk still finds it in the state file as the
+    same task, and removes it (it stayed, one task in two million, and the 53,000-task bulk was partial)."""
+    monkeypatch.setattr(hygiene_module, "BULK_ABOVE_TASKS", 0)
+    host = RealPueue(tmp_path / "pueue", _bins(version), layout)
+    host.pueue_dir.mkdir(parents=True, exist_ok=True)
+    flavor = "v4" if version.startswith("4") else "v3"
+    generate_state(host.pueue_dir, flavor, 2, 1, statuses={"Success": 1.0}, seed=1)
+    state = host.state_file.read_text()
+    edge = re.sub(r'("0":\{"id":0,"created_at":"[^".]*:)\d\d\.\d+', r"\g<1>59.999999700", state, count=1)
+    assert edge != state
+    host.state_file.write_text(edge)
+    host.start()
+    try:
+        run = InProcess(host, monkeypatch)
+        result, plan = await run.plan(recorded("default"))
+        assert plan.scope == "bulk" and plan.groups == ["default"]
+        assert await run.clean(result, plan)
+        assert host.status()["tasks"] == {}
+    finally:
+        host.stop()

@@ -21,7 +21,7 @@ from watcher import __version__
 from watcher.history import SYSTEM_UNIT_HINT
 from watcher.shard import shard_of
 
-pytestmark = pytest.mark.integration
+# Real processes of the watcher, and no service: part of the fast tier (`./dev test fast`).
 
 HOST = {"name": "gpu-0001", "transport": "local", "pueue": "/nonexistent"}
 

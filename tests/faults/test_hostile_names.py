@@ -211,7 +211,6 @@ def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 180) 
     return bytes(output)
 
 
-@pytest.mark.integration
 def test_the_log_in_a_terminal_shows_hostile_names_escaped(ledger: Ledger, tmp_path: Path) -> None:
     """In a terminal, groups and labels named with terminal escapes are logged escaped, never let loose on the
     terminal; a group with a 1 MB name is not watched, and shown nowhere."""

@@ -24,7 +24,7 @@ from tests.harness.fleet import watcher, write_config
 from tests.test_store import _make
 from watcher.store import schema
 
-pytestmark = pytest.mark.integration
+# Real processes of the watcher, and no service: part of the fast tier (`./dev test fast`).
 
 COMMANDS = (("run",), ("once",), ("once", "--json"), ("history", "--json"))
 

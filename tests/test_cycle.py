@@ -262,3 +262,28 @@ async def test_a_pending_gate_whose_gate_was_removed_from_the_configuration_is_l
         await c.cycle(snapshot(done(0, "p1"), groups=P2_PAUSED))
         assert c.transport.calls == []
         assert [g.status for g in await c.store.gate_actions(host="h")] == ["pending"]
+
+
+async def test_a_clean_the_last_process_never_saw_end_is_taken_up_after_a_restart(tmp_path: Path) -> None:
+    """Killed while its whole-host ``clean -s`` ran, the watcher had seen group b's task running; the clean
+    removed it just as it succeeded. After the restart that task is gone: it completes b's phase as the
+    success it was (not an abandoned phase), and the clean's record is settled by a poll of the new
+    process."""
+    config = settings(hygiene={"max_state_bytes": "1MB"})
+    async with cycles(tmp_path, config) as c:
+        await c.cycle(snapshot(task(0, "a"), task(1, "b")), state_file_bytes=BIG)
+        c.answer(OK)
+        await c.cycle(snapshot(done(0, "a"), task(1, "b")), state_file_bytes=BIG)  # plans and sends the clean
+        assert c.watch.cleaning_now
+        # killed here: no poll of this process shows what the clean did
+    async with cycles(tmp_path, config) as c:
+        (plan,) = await c.store.cleans("h")
+        assert (plan.scope, plan.seen) == ("host", False)
+        outcome = await c.cycle(snapshot(groups={"a": "Running", "b": "Running"}), state_file_bytes=2_000)
+        assert [(p.group, p.status, p.outcome) for p in outcome.phases] == [("b", "completed", "success")]
+        assert not c.watch.cleaning_now  # taken up, but not waited for (a `once` does not sleep its budget)
+        outcome = await c.cycle(snapshot(groups={"a": "Running", "b": "Running"}), state_file_bytes=2_000)
+        assert outcome.clean is not None and outcome.clean.seen and outcome.clean.bytes_after == 2_000
+        assert outcome.clean.note is not None and "restart" in outcome.clean.note
+        assert [p.status for p in await c.store.phases()] == ["completed", "completed"]
+        assert await events(c, "phase.completed") == ["phase.completed"] * 2

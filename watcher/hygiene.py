@@ -160,6 +160,7 @@ class Hygiene:
             removed={},
             failed_labels={},
             scope="bulk" if bulk else "host" if host_scope else "groups",
+            seen=self.settings.dry_run,  # a dry run removes nothing, so there is nothing for a poll to show
         )
         removed, failed = {}, {}
         for group, gone in _going(record, snapshot, per_group).items():
@@ -345,9 +346,11 @@ def settled(
     seconds: float | None,
     expired: str | None = None,
     stopped: bool = False,
+    restarted: bool = False,
 ) -> CleanRecord:
     """The plan's record, completed from the first poll after the clean: the size after, and what the plan
-    meant to remove and is still there (``kept``), with why when it is a partial clean."""
+    meant to remove and is still there (``kept``), with why when it is a partial clean. ``stopped``: no poll
+    has shown it (the record stays unseen); ``restarted``: the clean was taken up after a restart."""
     kept: dict[str, int] = {}
     snapshot = after.snapshot
     if snapshot is not None:
@@ -359,6 +362,8 @@ def settled(
         reasons.append(f"the budget ran out ({expired}); pueued finishes a clean it has received")
     if stopped:
         reasons.append("the watcher stopped before a poll showed what the clean removed")
+    if restarted:
+        reasons.append("the watcher was stopped while the clean ran; a poll after its restart showed it")
     if kept and not reasons:
         reasons.append(f"pueue kept {sum(kept.values())} task(s): unfinished tasks depend on them")
     return msgspec.structs.replace(
@@ -368,6 +373,7 @@ def settled(
         partial=bool(kept or reasons),
         note="; ".join(reasons) or None,
         seconds=None if seconds is None else round(seconds, 3),
+        seen=not stopped,
     )
 
 

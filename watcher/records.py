@@ -102,6 +102,10 @@ class CleanRecord(msgspec.Struct, frozen=True, kw_only=True):
     kept: dict[str, int] = msgspec.field(default_factory=dict)
     note: str | None = None
     seconds: float | None = None  # how long the clean command ran: an upper bound of pueued's lock time
+    # Whether a poll has shown what the clean did. False on the plan recorded before it runs, and on a clean
+    # the watcher stopped during: a host's last record left unseen is taken up again after a restart
+    # (watcher/stages/cleaning.py, Cleaning.recover), as a clean that may still run.
+    seen: bool = True
 
 
 class CheckRun(msgspec.Struct, frozen=True, kw_only=True):

@@ -78,8 +78,10 @@ class HostWatch:
 
     @property
     def cleaning_now(self) -> bool:
-        """A clean has started and its outcome is not recorded yet."""
-        return self.cleaning.clean is not None
+        """A clean has started and its outcome is not recorded yet (one taken up after a restart is not
+        waited for: its record stays unseen until a poll after its budget settles it)."""
+        clean = self.cleaning.clean
+        return clean is not None and not clean.recovered
 
     async def cycle(self, *, clean: bool = True) -> CycleOutcome:
         """One poll and everything it leads to. ``clean``: hygiene may start a clean (``once`` asks for none

@@ -51,6 +51,8 @@ class _Clean:
     ended: float | None = None  # monotonic, when the command returned (or failed)
     # Tasks it removed that the plan did not name, per group, for the record (hygiene.vanished_successes).
     vanished: dict[str, int] = field(default_factory=dict)
+    # Taken up after a restart (Cleaning.recover): the last process started it and never saw its outcome.
+    recovered: bool = False
 
 
 class Cleaning:
@@ -73,6 +75,7 @@ class Cleaning:
         # Whether the last clean was a bulk removal that went through, whose rest the next plan takes
         # (hygiene.completed_bulk); None: not read from the store yet (a `once` after the bulk's `once`).
         self._follow_up: bool | None = None
+        self._recovered = False  # the store's last clean has been looked at (recover)
 
     def reset(self) -> None:
         """The clean in flight stays: the next cycle settles it (its record is written then)."""
@@ -126,7 +129,36 @@ class Cleaning:
             log.info("state.cleaned", host=self.host.name, groups=plan.groups, scope=plan.scope, dry_run=True,
                      bytes_before=plan.bytes_before)  # fmt: skip
             return
-        clean = _Clean(plan, targets(plan, result.snapshot), datetime.now(UTC), asyncio.ensure_future(run))
+        sent = asyncio.ensure_future(run)
+        self._track(_Clean(plan, targets(plan, result.snapshot), datetime.now(UTC), sent))
+        log.info("state.clean_started", host=self.host.name, scope=plan.scope, groups=len(plan.groups),
+                 bytes=plan.bytes_before, budget=budget)  # fmt: skip
+
+    async def recover(self) -> None:
+        """Once, before the first observation: the store's last clean of the host, if no poll ever showed
+        what it did. The last process recorded its plan and sent it, then was killed (or stopped) while it
+        ran; pueued finishes a clean it has received, so it may have removed tasks since, among them tasks
+        that succeeded just before (remote/clean.py). It is taken up as in flight until its budget
+        (``hygiene.timeout``, from its plan) has run out: stage vanished counts such tasks as the successes
+        they were in every snapshot meanwhile (a phase whose last task it was completes, not abandoned), no
+        other clean starts, and the first poll after that settles its record."""
+        if self._recovered:
+            return
+        cleans = await self.store.cleans(self.host.name)
+        self._recovered = True
+        if self._follow_up is None:
+            self._follow_up = bool(cleans) and completed_bulk(cleans[-1])
+        last = cleans[-1] if cleans else None
+        if self.clean is not None or last is None or last.seen or last.deferred or last.dry_run:
+            return
+        budget = self.settings.timeout
+        left = min(budget, max(0.0, budget - (datetime.now(UTC) - last.at).total_seconds()))
+        self._track(_Clean(last, frozenset(), last.at, asyncio.ensure_future(_ran_for(left)), recovered=True))
+        log.info("state.clean_recovered", host=self.host.name, scope=last.scope, planned=last.at.isoformat(),
+                 seconds_left=round(left, 1))  # fmt: skip
+
+    def _track(self, clean: _Clean) -> None:
+        """``clean`` is the one in flight; when it ends, the loop polls at once."""
         self.clean = clean
 
         def ended(_: object) -> None:
@@ -134,8 +166,6 @@ class Cleaning:
             self.wake.set()
 
         clean.task.add_done_callback(ended)
-        log.info("state.clean_started", host=self.host.name, scope=plan.scope, groups=len(plan.groups),
-                 bytes=plan.bytes_before, budget=budget)  # fmt: skip
 
     async def _blocked_groups(self) -> set[str]:
         """Groups whose last completed phase has a check that did not pass (or has not run yet): hygiene
@@ -162,11 +192,14 @@ class Cleaning:
         elif not task.cancelled() and not task.result():
             # A task finished since the plan's poll: cleaning then could have removed one that was never
             # seen (or the host could not run a bulk removal). This cycle saw it; the next plans again.
-            await self.store.record_clean(msgspec.structs.replace(plan, deferred=True))
+            await self.store.record_clean(msgspec.structs.replace(plan, deferred=True, seen=True))
             log.info("state.clean_deferred", host=self.host.name, groups=plan.groups)
             return
         stopped = task.cancelled()
-        done = settled(plan, clean.targets, result, seconds=seconds, expired=expired, stopped=stopped)
+        if clean.recovered:
+            seconds = None  # it ran for the last process: how long is not known
+        done = settled(plan, clean.targets, result, seconds=seconds, expired=expired, stopped=stopped,
+                       restarted=clean.recovered)  # fmt: skip
         await self._record(with_vanished(done, clean.vanished), outcome)
         self._follow_up = completed_bulk(done)
 
@@ -194,6 +227,10 @@ class Cleaning:
         clean = self.clean
         if clean is None:
             return
+        if clean.recovered:  # its record stays unseen: the next start takes it up again
+            await self.cancel()
+            self.clean = None
+            return
         if not clean.task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(clean.task), grace)
@@ -213,3 +250,9 @@ class Cleaning:
         if self.clean is not None and not self.clean.task.done():
             self.clean.task.cancel()
             await asyncio.gather(self.clean.task, return_exceptions=True)
+
+
+async def _ran_for(seconds: float) -> bool:
+    """A recovered clean's stand-in: it may run (on the host) for ``seconds`` yet."""
+    await asyncio.sleep(seconds)
+    return True

@@ -1,7 +1,8 @@
 """Stage cleaning.vanished: the cleaning's part before the observation. A snapshot taken while a clean ran,
 or the first after it, may lack tasks the tracker saw unfinished that succeeded just before the clean removed
 them; they are handed to the observation (``Cycle.vanished``) as the successes they were
-(``hygiene.vanished_successes``), and counted in the clean's record."""
+(``hygiene.vanished_successes``), and counted in the clean's record. The same holds for a clean the last
+process started and never saw end (killed meanwhile): its first cycle takes it up (``Cleaning.recover``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Vanished:
     async def run(self, cycle: Cycle) -> None:
         # A poll that ran while a clean was in flight may already show what the clean removed: the correction
         # for it applies to every snapshot from the clean's start until it is settled.
+        await self.cleaning.recover()
         clean = self.cleaning.clean
         snapshot = cycle.result.snapshot
         if clean is None or snapshot is None:

@@ -42,8 +42,17 @@ def event_ids(requests: Sequence[Request]) -> list[str]:
 
 
 def phase_ids(requests: Sequence[Request]) -> list[str]:
-    """The phase ids of the ``phase.completed`` events in these webhook requests, repeats kept."""
-    return [e["phase"] for r in requests for e in r.json()["events"] if e["event"] == "phase.completed"]
+    """The phase ids of the distinct ``phase.completed`` events in these webhook requests: one per event id.
+    Delivery is at least once, so an event may arrive twice under its id (its idempotency key, which a
+    receiver deduplicates on); a phase that appears here twice had two events, which is a defect."""
+    events = [e for r in requests for e in r.json()["events"] if e["event"] == "phase.completed"]
+    return list({e["id"]: e["phase"] for e in events}.values())
+
+
+def redelivered(requests: Sequence[Request]) -> int:
+    """How many events arrived again under an id already received (at least once: allowed, and counted)."""
+    ids = event_ids(requests)
+    return len(ids) - len(set(ids))
 
 
 def config(

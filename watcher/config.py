@@ -50,6 +50,7 @@ def default_paths() -> list[Path]:
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return [DEFAULT_PATHS[0], config_home / "pueue-watcher" / "config.toml", DEFAULT_PATHS[1]]
 
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
 
 
@@ -70,6 +71,11 @@ class WatcherSection(_Section):
     connect_timeout: Duration = Field(15.0, description="Upper bound of an SSH connect and login.")
     keepalive_interval: Duration = Field(30.0, description="SSH keepalive interval.")
     max_concurrency: int = Field(32, ge=1, le=1024, description="Hosts polled at the same time.")
+    long_poll: bool = Field(
+        True,
+        description="Between polls, wait on the host for its state file to change (over SSH, on the poll "
+        "session): a change is seen within a second or two instead of at the next poll.",
+    )
     fast_interval: Duration | Literal[0] = Field(
         5.0,
         description="Adaptive polling: while a group is in its last wave (no more tasks left than it runs at "

@@ -34,6 +34,7 @@ import structlog
 from watcher import __version__
 from watcher.clickhouse_handles import ClickHouseHandles
 from watcher.config import HostConfig, Settings
+from watcher.errors import HostError
 from watcher.hygiene import Hygiene
 from watcher.metrics import MetricsError, MetricsState, start_metrics_server
 from watcher.no_hosts import no_hosts
@@ -229,7 +230,7 @@ class Daemon:
                 await self.outbox.flush()
                 first = False
             self.metrics.heartbeat()
-            await _pause(watch, stop)
+            await _pause(watch, stop, long_poll=self.settings.watcher.long_poll)
 
     async def _cycle(self, watch: HostWatch, *, clean: bool = True) -> CycleOutcome:
         async with self._slots:
@@ -255,10 +256,14 @@ class Daemon:
             log.info("cycle", seconds=round(time.monotonic() - started, 1), **self._stats.summary())
 
 
-async def _pause(watch: HostWatch, stop: asyncio.Event) -> None:
+async def _pause(watch: HostWatch, stop: asyncio.Event, *, long_poll: bool = False) -> None:
     """Sleep until the host's next poll: its interval, or less when a clean of it ends (the first poll after a
-    clean is the one that shows what it removed), or until ``stop``."""
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(watch.wake.wait())]
+    clean is the one that shows what it removed), or when the host's state file changes (``long_poll``), or
+    until ``stop``."""
+    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait()),
+                                           asyncio.ensure_future(watch.wake.wait())]  # fmt: skip
+    if long_poll:
+        waits.append(asyncio.ensure_future(_long_poll(watch)))
     try:
         await asyncio.wait(waits, timeout=watch.interval, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -266,6 +271,16 @@ async def _pause(watch: HostWatch, stop: asyncio.Event) -> None:
             wait.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
     watch.wake.clear()
+
+
+async def _long_poll(watch: HostWatch) -> None:
+    """Return when the host's state file changed, or after the host's interval."""
+    try:
+        changed = await watch.poller.wait_for_change(watch.interval)
+    except HostError:
+        changed = None  # the next poll meets the failure and reports it
+    if changed is None:
+        await asyncio.sleep(watch.interval)
 
 
 def _merged(first: CycleOutcome, then: CycleOutcome) -> CycleOutcome:

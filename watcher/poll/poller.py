@@ -123,6 +123,7 @@ class HostPoller:
     keep: frozenset[str] = frozenset()
     _dropped: Dropped = field(default=NONE_DROPPED, init=False)
     _fingerprint: str = field(default="", init=False)
+    _woken: bool = field(default=False, init=False)  # a long poll saw a change the next poll must show
     _snapshot: Snapshot | None = field(default=None, init=False)
     _requests: int = field(default=0, init=False)
     # Why the snapshot in hand may be stale (staleness.py), or None; and how many polls of the same file
@@ -169,6 +170,23 @@ class HostPoller:
             dropped=self._dropped,
         )
 
+    async def wait_for_change(self, seconds: float) -> bool | None:
+        """A long poll: wait on the host, up to ``seconds``, for its state file to change (or for pueue's
+        callback to touch the wake marker: ``watcher/remote/session.py``). True when it changed, False when
+        the time ran out without a change; None when there is nothing to wait on (no poll session on this
+        transport, or no state known yet): the caller sleeps instead. A change found here is fetched by the
+        next :meth:`poll`; one the file does not show (the marker) makes that poll ask pueue itself."""
+        known = self._fingerprint if self._snapshot is not None else ""
+        wait = int(seconds)
+        if not known or wait < 1:
+            return None
+        answer = await self._ask(known, wait=wait, timeout=self.timeout + wait)
+        if answer is None:
+            return None
+        changed = answer.kind != "unchanged"
+        self._woken = self._woken or changed
+        return changed
+
     @property
     def fingerprint(self) -> str | None:
         """The state file's fingerprint at the last successful poll ("size mtime inode"), if known."""
@@ -187,6 +205,10 @@ class HostPoller:
             remote = answer if answer is not None and answer.kind == "unchanged" else None
         if remote is None:
             remote = await self._run(poll_argv(self.host, known))
+        woken, self._woken = self._woken, False
+        if remote.kind == "unchanged" and woken:
+            # A long poll woke on pueue's marker, not on the file: a change pueue did not save.
+            return await self._confirm(known)
         if remote.kind == "unchanged" and self._due_for_confirmation():
             # The file has not changed for a poll, and what it says may be stale: ask pueue itself.
             return await self._confirm(known)
@@ -216,16 +238,16 @@ class HostPoller:
         self._confirm_wait -= 1
         return self._confirm_wait <= 0
 
-    async def _ask(self, known: str) -> RemoteState | None:
+    async def _ask(self, known: str, *, wait: int = 0, timeout: float | None = None) -> RemoteState | None:
         self._requests += 1
         # Random per request: an answer left from an earlier (timed-out) request, or text on the host that is
         # not the script's, cannot pass for the end of this one.
         token = secrets.token_hex(8)
-        request = session_request(self.host, known, token)
+        request = session_request(self.host, known, token, wait)
         if request is None:
             return None
         until = SESSION_END + token.encode() + b"\n"
-        answer = await self.transport.ask(session_argv(), request, until, timeout=self.timeout)
+        answer = await self.transport.ask(session_argv(), request, until, timeout=timeout or self.timeout)
         return None if answer is None else read_output(answer, b"", 0, pueue=self.host.pueue)
 
     async def _snapshot_of(self, remote: RemoteState) -> Snapshot:

@@ -8,6 +8,15 @@ then ``$1`` to ``$9`` of the poll's SCRIPT (``watcher/remote/poll.py``; no value
 :func:`session_request` checks). The answer is SCRIPT's header, with ``changed`` in place of anything that
 would carry a payload, then ``pueue-watcher-end TOKEN``; the watcher then fetches the payload with SCRIPT.
 The system name and CPU count are asked once, at the start (``pw_os``, ``pw_cpus``).
+
+**A long poll.** The token line may carry a number of seconds after a space (``TOKEN 300``): when the state
+file is unchanged, the session then waits, up to that long, for it to change before it answers. It waits on
+``inotifywait`` (any event in the pueue directory, at most :data:`WAKE_CHECK` seconds at a time, so that an
+event between two waits costs at most that) where the host has it, else by looking at the file's fingerprint
+once a second (``stat`` and ``sleep``: two short processes a second). The marker file ``WAKE_MARKER`` beside
+the state file, touched by pueue's ``callback``, wakes it too, for the changes pueue does not save (a
+DependencyFailed ending); the answer is then ``changed`` though the file is not, and the watcher asks pueue
+itself (``watcher/poll/poller.py``).
 """
 
 from __future__ import annotations
@@ -15,13 +24,42 @@ from __future__ import annotations
 from watcher.config import HostConfig
 from watcher.remote.poll import HEAD, poll_argv
 
+#: The file beside pueue's state that a pueue ``callback`` may touch to wake a waiting session.
+WAKE_MARKER = "pueue-watcher.wake"
+#: The longest single wait on inotify: an event that falls between two waits is seen within this (seconds).
+WAKE_CHECK = 5
+
 SESSION_SCRIPT = (
     r"""pw_os=$(uname -s 2>/dev/null) pw_cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)
 while IFS= read -r e && IFS= read -r p && IFS= read -r d && IFS= read -r k && IFS= read -r c &&
-IFS= read -r r && IFS= read -r h && IFS= read -r o && IFS= read -r cf && IFS= read -r pf; do (
+IFS= read -r r && IFS= read -r h && IFS= read -r o && IFS= read -r cf && IFS= read -r pf; do
+w=${e#* }; [ "$w" = "$e" ] && w=0; e=${e%% *}; case $w in ''|*[!0-9]*) w=0;; esac
+(
 """
     + HEAD
-    + r"""case $t in unchanged) ;; *) t=changed;; esac
+    + r"""if [ "$t" = unchanged ] && [ "$w" -gt 0 ]; then
+m=$d/"""
+    + WAKE_MARKER
+    + r"""
+if stat -c %i / >/dev/null 2>&1; then fp() { stat -L -c '%s %.9Y %i' "$f" "$m" 2>/dev/null; }
+else fp() { stat -L -f '%z %Fm %i' "$f" "$m" 2>/dev/null; }; fi
+v=$(fp)
+command -v inotifywait >/dev/null 2>&1 && iw=1 || iw=
+q=$(($(date +%s)+w))
+while x=$((q-$(date +%s))); [ $x -gt 0 ]; do
+if [ -n "$iw" ]; then
+[ $x -gt """
+    + str(WAKE_CHECK)
+    + r""" ] && x="""
+    + str(WAKE_CHECK)
+    + r"""
+if inotifywait -qq -t $x "$d" >/dev/null 2>&1; then sleep 0.2 2>/dev/null || sleep 1
+else [ $? = 2 ] || sleep 1; fi
+else sleep 1; fi
+[ "$(fp)" = "$v" ] || { t=changed; break; }
+done
+fi
+case $t in unchanged) ;; *) t=changed;; esac
 printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\npueue-watcher-end %s\n' "$b" "$n" "$l" "$u" "$t" "$e"
 ) </dev/null; done
 """
@@ -34,10 +72,11 @@ def session_argv() -> list[str]:
     return ["sh", "-c", SESSION_SCRIPT, "pueue-watcher-session"]
 
 
-def session_request(host: HostConfig, known: str, token: str) -> bytes | None:
-    """One request to the session: the token, then SCRIPT's arguments, a line each. None when a value holds
-    a newline (it cannot travel as a line): such a host is polled with SCRIPT alone."""
-    values = [token, *poll_argv(host, known)[4:]]
+def session_request(host: HostConfig, known: str, token: str, wait: int = 0) -> bytes | None:
+    """One request to the session: the token (and ``wait``, the seconds of a long poll), then SCRIPT's
+    arguments, a line each. None when a value holds a newline (it cannot travel as a line): such a host is
+    polled with SCRIPT alone."""
+    values = [f"{token} {wait}" if wait > 0 else token, *poll_argv(host, known)[4:]]
     if any("\n" in v or "\r" in v for v in values):
         return None
     return ("\n".join(values) + "\n").encode()

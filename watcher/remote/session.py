@@ -33,11 +33,12 @@ SESSION_SCRIPT = (
     r"""pw_os=$(uname -s 2>/dev/null) pw_cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)
 while IFS= read -r e && IFS= read -r p && IFS= read -r d && IFS= read -r k && IFS= read -r c &&
 IFS= read -r r && IFS= read -r h && IFS= read -r o && IFS= read -r cf && IFS= read -r pf; do
-w=${e#* }; [ "$w" = "$e" ] && w=0; e=${e%% *}; case $w in ''|*[!0-9]*) w=0;; esac
+pw_wait=${e#* }; [ "$pw_wait" = "$e" ] && pw_wait=0; e=${e%% *}
+case $pw_wait in ''|*[!0-9]*) pw_wait=0;; esac
 (
 """
     + HEAD
-    + r"""if [ "$t" = unchanged ] && [ "$w" -gt 0 ]; then
+    + r"""if [ "$t" = unchanged ] && [ "$pw_wait" -gt 0 ]; then
 m=$d/"""
     + WAKE_MARKER
     + r"""
@@ -45,7 +46,7 @@ if stat -c %i / >/dev/null 2>&1; then fp() { stat -L -c '%s %.9Y %i' "$f" "$m" 2
 else fp() { stat -L -f '%z %Fm %i' "$f" "$m" 2>/dev/null; }; fi
 v=$(fp)
 command -v inotifywait >/dev/null 2>&1 && iw=1 || iw=
-q=$(($(date +%s)+w))
+q=$(($(date +%s)+pw_wait))
 while x=$((q-$(date +%s))); [ $x -gt 0 ]; do
 if [ -n "$iw" ]; then
 [ $x -gt """

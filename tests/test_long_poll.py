@@ -29,15 +29,18 @@ def host(tmp_path: Path) -> Iterator[SimHost]:
         yield sim
 
 
-def _daemon(tmp_path: Path, sshd_factory: SSHFactory, host: SimHost, long_poll: bool) -> DaemonProcess:
-    server = sshd_factory.start(sim_env(host))
+def _daemon(tmp_path: Path, sshd_factory: SSHFactory, host: SimHost, transport: str) -> DaemonProcess:
+    if transport == "ssh":
+        entry = ssh_entry("bigblack", sshd_factory.start(sim_env(host)), host, groups=["p*"])
+    else:
+        entry = {"name": "bigblack", "transport": "local", "pueue": str(host.pueue_bin), "groups": ["p*"],
+                 "pueue_dir": str(host.pueue_dir), "pueue_config": str(host.config_path)}  # fmt: skip
     config = write_config(
         tmp_path / "c.toml",
-        [ssh_entry("bigblack", server, host, groups=["p*"])],
+        [entry],
         watcher={
             "poll_interval": "5m",
             "fast_interval": 0,
-            "long_poll": long_poll,
             "state_path": str(tmp_path / "state.db"),
         },
         metrics={"listen": ""},
@@ -55,14 +58,15 @@ def _open_phases(path: Path) -> int:
             return 0
 
 
+@pytest.mark.parametrize("transport", ["ssh", "local"])
 def test_a_phase_that_ends_between_two_polls_is_reported_within_seconds(
-    tmp_path: Path, sshd_factory: SSHFactory, host: SimHost
+    tmp_path: Path, sshd_factory: SSHFactory, host: SimHost, transport: str
 ) -> None:
     """Three tasks queued behind two slots when the daemon starts: one poll sees them, then nothing is due
     for five minutes. The completion is reported once, within a few seconds of the last task's end (the
     bound is the test's wait, well below the five-minute interval; the figure is printed)."""
     ids = [host.add_gated(f"t{i}", group="p1", label=f"t{i}") for i in range(3)]
-    daemon = _daemon(tmp_path, sshd_factory, host, long_poll=True).start()
+    daemon = _daemon(tmp_path, sshd_factory, host, transport).start()
     try:
         daemon.wait_for(lambda: daemon.events("started"))
         daemon.wait_for(lambda: _open_phases(tmp_path / "state.db") == 1, timeout=30)  # the first poll
@@ -72,7 +76,9 @@ def test_a_phase_that_ends_between_two_polls_is_reported_within_seconds(
         ended = time.time()
         (event,) = daemon.wait_for(lambda: daemon.events("phase.recorded"), timeout=60)
         assert event["group"] == "p1" and event["outcome"] == "success"
-        print(f"long poll: phase recorded {time.time() - ended:.1f} s after the last task ended")
+        print(
+            f"long poll ({transport}): phase recorded {time.time() - ended:.1f} s after the last task ended"
+        )
         time.sleep(3)
         assert len(daemon.events("phase.recorded")) == 1
     finally:

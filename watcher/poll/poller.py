@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from watcher.pueue.parse import decode_status, snapshot_of
 from watcher.pueue.staleness import suspect
 from watcher.remote.payload import release
 from watcher.remote.poll import RemoteState, check_head, poll_argv, read_output
-from watcher.remote.session import SESSION_END, session_argv, session_request
+from watcher.remote.session import SESSION_END, WAKE_MARKER, session_argv, session_request
 from watcher.transport import Transport
 from watcher.transport.base import MAX_ANSWER_BYTES
 
@@ -124,6 +125,7 @@ class HostPoller:
     _dropped: Dropped = field(default=NONE_DROPPED, init=False)
     _fingerprint: str = field(default="", init=False)
     _woken: bool = field(default=False, init=False)  # a long poll saw a change the next poll must show
+    _local_state: str = field(default="", init=False)  # the state file's path (local transport: its handoff)
     _snapshot: Snapshot | None = field(default=None, init=False)
     _requests: int = field(default=0, init=False)
     # Why the snapshot in hand may be stale (staleness.py), or None; and how many polls of the same file
@@ -180,6 +182,10 @@ class HostPoller:
         wait = int(seconds)
         if not known or wait < 1:
             return None
+        if self.host.transport == "local" and self._local_state:
+            changed = await _watch_file(self._local_state, wait)
+            self._woken = self._woken or changed
+            return changed
         answer = await self._ask(known, wait=wait, timeout=self.timeout + wait)
         if answer is None:
             return None
@@ -276,6 +282,8 @@ class HostPoller:
         # A state-file read can be skipped next time, and so can a confirmation: its fingerprint is that of
         # the file it stood in for. Plain `pueue status` output (no daemon, or no file) has none.
         self._fingerprint = remote.fingerprint if remote.kind in ("state", "handoff", "confirm") else ""
+        if remote.kind == "handoff":
+            self._local_state = bytes(remote.body).decode(errors="replace")
         self._snapshot = snapshot
         return snapshot
 
@@ -295,3 +303,33 @@ class HostPoller:
         self._fingerprint = ""
         self._snapshot = None
         self._file_counts = None
+
+
+#: How often the local transport's long poll looks at the state file (seconds): one stat call each time.
+LOCAL_WAKE_CHECK = 0.25
+
+
+async def _watch_file(path: str, seconds: float) -> bool:
+    """The local transport's long poll: True as soon as the state file at ``path`` (or the wake marker
+    beside it, ``watcher/remote/session.py``) is another file or was written, False after ``seconds``.
+    A stat call four times a second, on the event loop (microseconds each)."""
+    marker = os.path.join(os.path.dirname(path), WAKE_MARKER)
+
+    def look() -> tuple[tuple[int, int, int] | None, ...]:
+        found: list[tuple[int, int, int] | None] = []
+        for name in (path, marker):
+            try:
+                st = os.stat(name)
+            except OSError:
+                found.append(None)
+            else:
+                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(found)
+
+    before = look()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(min(LOCAL_WAKE_CHECK, max(0.0, deadline - time.monotonic())))
+        if look() != before:
+            return True
+    return False

@@ -46,17 +46,18 @@ if stat -c %i / >/dev/null 2>&1; then fp() { stat -L -c '%s %.9Y %i' "$f" "$m" 2
 else fp() { stat -L -f '%z %Fm %i' "$f" "$m" 2>/dev/null; }; fi
 v=$(fp)
 command -v inotifywait >/dev/null 2>&1 && iw=1 || iw=
-q=$(($(date +%s)+pw_wait))
-while x=$((q-$(date +%s))); [ $x -gt 0 ]; do
+while [ "$pw_wait" -gt 0 ]; do
 if [ -n "$iw" ]; then
-[ $x -gt """
+x=$pw_wait; [ $x -gt """
     + str(WAKE_CHECK)
     + r""" ] && x="""
     + str(WAKE_CHECK)
     + r"""
+g=$(date +%s)
 if inotifywait -qq -t $x "$d" >/dev/null 2>&1; then sleep 0.2 2>/dev/null || sleep 1
 else [ $? = 2 ] || sleep 1; fi
-else sleep 1; fi
+g=$(($(date +%s)-g)); [ $g -gt 0 ] || g=1; pw_wait=$((pw_wait-g))
+else sleep 1; pw_wait=$((pw_wait-1)); fi
 [ "$(fp)" = "$v" ] || { t=changed; break; }
 done
 fi

@@ -70,7 +70,7 @@ def template(aliases: list[str]) -> str:
     if not aliases:
         return HEADER + LOCAL_HOST
     hosts = "".join(
-        f'\n[[hosts]]\nname = {json.dumps(a)}\naddress = {json.dumps(a)}   # as `ssh {a}` reaches it\n'
+        f"\n[[hosts]]\nname = {json.dumps(a)}\naddress = {json.dumps(a)}   # as `ssh {a}` reaches it\n"
         for a in aliases
     )
     intro = "\n# Hosts from ~/.ssh/config. Host keys are verified against ~/.ssh/known_hosts.\n"

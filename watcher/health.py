@@ -131,6 +131,6 @@ def plural(count: int, noun: str) -> str:
 
 
 def counts(settings: Settings) -> str:
-    """"1 host, 2 checks, 0 sinks"."""
+    """ "1 host, 2 checks, 0 sinks"."""
     return ", ".join((plural(len(settings.hosts), "host"), plural(len(settings.checks), "check"),
                       plural(len(settings.alerts), "sink")))  # fmt: skip

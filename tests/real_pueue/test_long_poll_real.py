@@ -9,6 +9,7 @@ record well below the five-minute interval.
 
 from __future__ import annotations
 
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -85,3 +86,45 @@ def _end(host: object, task: dict[str, object]) -> float:
         end = inner.get("end")
     assert isinstance(end, str), task
     return _at(end)
+
+
+def test_a_dependency_failed_ending_wakes_the_watcher_through_pueues_callback(
+    watched: WatchedHost, tmp_path: Path
+) -> None:
+    """pueued does not save state.json when it marks a dependant DependencyFailed; a `callback` that touches
+    the wake marker beside the state file wakes the long poll, and the poll that follows asks pueue itself.
+    Recorded once, within seconds, at a five-minute interval."""
+    host = watched.pueue
+    marker = host.pueue_dir / "pueue-watcher.wake"
+    host.stop()
+    host.write_config({"daemon": {"callback": f"touch {shlex.quote(str(marker))}"}})
+    host.start()
+    host.group_add("p2", 1)
+    a = host.add("sleep 600", group="p2", label="backfill")
+    b = host.add("true", group="p2", after=[a], label="optimize")
+    host.wait_for(lambda d: host.task_state(a, d) == "Running")
+    config = write_config(
+        tmp_path / "watcher.toml",
+        [watched.entry()],
+        watcher={
+            "poll_interval": f"{INTERVAL}s",
+            "fast_interval": 0,
+            "state_path": str(tmp_path / "state.db"),
+        },
+        metrics={"listen": ""},
+    )
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_for(lambda: daemon.events("started"))
+        time.sleep(2)  # the first poll, and the first long poll waiting
+        host.pueue("kill", str(a))
+        host.wait_for(lambda d: host.task_state(b, d) == "DependencyFailed")
+        killed = time.time()
+        (record,) = daemon.wait_for(lambda: daemon.events("phase.recorded"), timeout=INTERVAL / 2)
+        print(f"long poll ({watched.config.transport}), DependencyFailed through the callback: recorded "
+              f"{_at(record['timestamp']) - killed:.1f} s after the dependant failed")  # fmt: skip
+        assert (record["group"], record["outcome"]) == ("p2", "failed")
+        time.sleep(2)
+        assert len(daemon.events("phase.recorded")) == 1
+    finally:
+        daemon.stop()

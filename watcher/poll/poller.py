@@ -125,7 +125,10 @@ class HostPoller:
     _dropped: Dropped = field(default=NONE_DROPPED, init=False)
     _fingerprint: str = field(default="", init=False)
     _woken: bool = field(default=False, init=False)  # a long poll saw a change the next poll must show
+    _wake_mark: str = field(default="", init=False)  # the wake marker as the last long poll left it
     _local_state: str = field(default="", init=False)  # the state file's path (local transport: its handoff)
+    # The wake marker as the local transport's last long poll left it (False: not looked at yet).
+    _local_mark: tuple[int, int, int] | bool | None = field(default=False, init=False)
     _snapshot: Snapshot | None = field(default=None, init=False)
     _requests: int = field(default=0, init=False)
     # Why the snapshot in hand may be stale (staleness.py), or None; and how many polls of the same file
@@ -143,9 +146,10 @@ class HostPoller:
         try:
             async with asyncio.timeout(self.timeout):
                 fresh = self._snapshot is None
+                woken = self._woken  # a long poll woke this poll: the change may be one the file lacks
                 remote = await self._fetch()
                 snapshot = await self._snapshot_of(remote)
-                if fresh and self._suspect is not None and remote.kind in ("state", "handoff"):
+                if (fresh or woken) and self._suspect is not None and remote.kind in ("state", "handoff"):
                     # No earlier poll tells how long the file has said so (a restart, `once`): ask now.
                     remote = await self._confirm(self._fingerprint)
                     snapshot = await self._snapshot_of(remote)
@@ -183,12 +187,13 @@ class HostPoller:
         if not known or wait < 1:
             return None
         if self.host.transport == "local" and self._local_state:
-            changed = await _watch_file(self._local_state, wait)
+            changed, self._local_mark = await _watch_file(self._local_state, wait, self._local_mark)
             self._woken = self._woken or changed
             return changed
         answer = await self._ask(known, wait=wait, timeout=self.timeout + wait)
         if answer is None:
             return None
+        self._wake_mark = answer.wake or self._wake_mark
         changed = answer.kind != "unchanged"
         self._woken = self._woken or changed
         return changed
@@ -245,11 +250,12 @@ class HostPoller:
         return self._confirm_wait <= 0
 
     async def _ask(self, known: str, *, wait: int = 0, timeout: float | None = None) -> RemoteState | None:
+        """One request to the host's poll session (a long poll when ``wait`` seconds are given)."""
         self._requests += 1
         # Random per request: an answer left from an earlier (timed-out) request, or text on the host that is
         # not the script's, cannot pass for the end of this one.
         token = secrets.token_hex(8)
-        request = session_request(self.host, known, token, wait)
+        request = session_request(self.host, known, token, wait, self._wake_mark if wait else "")
         if request is None:
             return None
         until = SESSION_END + token.encode() + b"\n"
@@ -309,27 +315,30 @@ class HostPoller:
 LOCAL_WAKE_CHECK = 0.25
 
 
-async def _watch_file(path: str, seconds: float) -> bool:
-    """The local transport's long poll: True as soon as the state file at ``path`` (or the wake marker
-    beside it, ``watcher/remote/session.py``) is another file or was written, False after ``seconds``.
-    A stat call four times a second, on the event loop (microseconds each)."""
+async def _watch_file(
+    path: str, seconds: float, mark: tuple[int, int, int] | bool | None
+) -> tuple[bool, tuple[int, int, int] | None]:
+    """The local transport's long poll: (True, marker) as soon as the state file at ``path`` is another file
+    or was written, or the wake marker beside it (``watcher/remote/session.py``) differs from ``mark`` (as
+    the last wait left it; False: not seen yet, then as it is now); (False, marker) after ``seconds``. A stat
+    call four times a second, on the event loop (microseconds each)."""
     marker = os.path.join(os.path.dirname(path), WAKE_MARKER)
 
-    def look() -> tuple[tuple[int, int, int] | None, ...]:
-        found: list[tuple[int, int, int] | None] = []
-        for name in (path, marker):
-            try:
-                st = os.stat(name)
-            except OSError:
-                found.append(None)
-            else:
-                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(found)
+    def stat(name: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(name)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    before = look()
+    before = stat(path)
+    known = stat(marker) if mark is False else mark
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await asyncio.sleep(min(LOCAL_WAKE_CHECK, max(0.0, deadline - time.monotonic())))
-        if look() != before:
-            return True
-    return False
+    while True:
+        now = stat(marker)
+        if stat(path) != before or now != known:
+            return True, now
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, now
+        await asyncio.sleep(min(LOCAL_WAKE_CHECK, left))

@@ -124,6 +124,7 @@ class RemoteState:
     pueue_found: bool
     wire_bytes: int  # bytes of stdout, as transferred
     probe_text: str | None = None  # the probe block, when probes were asked for
+    wake: str = ""  # after a long poll: the wake marker's fingerprint, "none" when there is none
 
     def payload(self, limit: int = MAX_ANSWER_BYTES) -> bytes | bytearray | memoryview:
         """The JSON document: decompressed, or read from the local file, at most ``limit`` bytes. CPU-heavy
@@ -228,6 +229,7 @@ def read_output(
         daemon_up=fields.get("daemon") == ["up"],
         pueue_found=pueue_found,
         wire_bytes=len(stdout),
+        wake=" ".join(fields.get("wake", []))[:200],
     )
 
 

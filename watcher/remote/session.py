@@ -33,8 +33,11 @@ SESSION_SCRIPT = (
     r"""pw_os=$(uname -s 2>/dev/null) pw_cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)
 while IFS= read -r e && IFS= read -r p && IFS= read -r d && IFS= read -r k && IFS= read -r c &&
 IFS= read -r r && IFS= read -r h && IFS= read -r o && IFS= read -r cf && IFS= read -r pf; do
-pw_wait=${e#* }; [ "$pw_wait" = "$e" ] && pw_wait=0; e=${e%% *}
+pw_wait=0 pw_mark=
+case $e in *" "*) pw_wait=${e#* } e=${e%% *}
+case $pw_wait in *" "*) pw_mark=${pw_wait#* } pw_wait=${pw_wait%% *};; esac;; esac
 case $pw_wait in ''|*[!0-9]*) pw_wait=0;; esac
+pw_wake= m=
 (
 """
     + HEAD
@@ -42,9 +45,10 @@ case $pw_wait in ''|*[!0-9]*) pw_wait=0;; esac
 m=$d/"""
     + WAKE_MARKER
     + r"""
-if stat -c %i / >/dev/null 2>&1; then fp() { stat -L -c '%s %.9Y %i' "$f" "$m" 2>/dev/null; }
-else fp() { stat -L -f '%z %Fm %i' "$f" "$m" 2>/dev/null; }; fi
-v=$(fp)
+if stat -c %i / >/dev/null 2>&1; then fp() { stat -L -c '%s %.9Y %i' "$@" 2>/dev/null; }
+else fp() { stat -L -f '%z %Fm %i' "$@" 2>/dev/null; }; fi
+case $pw_mark in '') v=$(fp "$f" "$m");; none) v=$s;; *) v="$s
+$pw_mark";; esac
 command -v inotifywait >/dev/null 2>&1 && iw=1 || iw=
 while [ "$pw_wait" -gt 0 ]; do
 if [ -n "$iw" ]; then
@@ -58,11 +62,13 @@ if inotifywait -qq -t $x "$d" >/dev/null 2>&1; then sleep 0.2 2>/dev/null || sle
 else [ $? = 2 ] || sleep 1; fi
 g=$(($(date +%s)-g)); [ $g -gt 0 ] || g=1; pw_wait=$((pw_wait-g))
 else sleep 1; pw_wait=$((pw_wait-1)); fi
-[ "$(fp)" = "$v" ] || { t=changed; break; }
+[ "$(fp "$f" "$m")" = "$v" ] || { t=changed; break; }
 done
 fi
 case $t in unchanged) ;; *) t=changed;; esac
-printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\npueue-watcher-end %s\n' "$b" "$n" "$l" "$u" "$t" "$e"
+[ -n "$m" ] && { pw_wake=$(fp "$m"); pw_wake="wake ${pw_wake:-none}"; }
+printf 'pueue-watcher-poll 1\n%s\n%s\n%s\ndaemon %s\n%s\n%s\npueue-watcher-end %s\n' \
+"$b" "$n" "$l" "$u" "$pw_wake" "$t" "$e"
 ) </dev/null; done
 """
 )
@@ -74,11 +80,13 @@ def session_argv() -> list[str]:
     return ["sh", "-c", SESSION_SCRIPT, "pueue-watcher-session"]
 
 
-def session_request(host: HostConfig, known: str, token: str, wait: int = 0) -> bytes | None:
-    """One request to the session: the token (and ``wait``, the seconds of a long poll), then SCRIPT's
-    arguments, a line each. None when a value holds a newline (it cannot travel as a line): such a host is
-    polled with SCRIPT alone."""
-    values = [f"{token} {wait}" if wait > 0 else token, *poll_argv(host, known)[4:]]
+def session_request(host: HostConfig, known: str, token: str, wait: int = 0, mark: str = "") -> bytes | None:
+    """One request to the session: the token (and ``wait``, the seconds of a long poll, and ``mark``, the
+    wake marker's fingerprint as the last long poll saw it: a touch since then wakes this one at once), then
+    SCRIPT's arguments, a line each. None when a value holds a newline (it cannot travel as a line): such a
+    host is polled with SCRIPT alone."""
+    first = " ".join(x for x in (token, str(wait) if wait > 0 else "", mark if wait > 0 else "") if x)
+    values = [first, *poll_argv(host, known)[4:]]
     if any("\n" in v or "\r" in v for v in values):
         return None
     return ("\n".join(values) + "\n").encode()

@@ -10,13 +10,22 @@ would carry a payload, then ``pueue-watcher-end TOKEN``; the watcher then fetche
 The system name and CPU count are asked once, at the start (``pw_os``, ``pw_cpus``).
 
 **A long poll.** The token line may carry a number of seconds after a space (``TOKEN 300``): when the state
-file is unchanged, the session then waits, up to that long, for it to change before it answers. It waits on
-``inotifywait`` (any event in the pueue directory, at most :data:`WAKE_CHECK` seconds at a time, so that an
-event between two waits costs at most that) where the host has it, else by looking at the file's fingerprint
-once a second (``stat`` and ``sleep``: two short processes a second). The marker file ``WAKE_MARKER`` beside
-the state file, touched by pueue's ``callback``, wakes it too, for the changes pueue does not save (a
-DependencyFailed ending); the answer is then ``changed`` though the file is not, and the watcher asks pueue
-itself (``watcher/poll/poller.py``).
+file is unchanged, the session then waits, up to that long, for it to change before it answers. Three ways to
+wait, cheapest first (``./dev bench long-poll`` measures each):
+
+* ``inotifywait`` on the pueue directory, where the host has it: one wait of at most :data:`WAKE_CHECK`
+  seconds, then one ``stat`` of the fingerprint (an event that falls between two waits is seen at the next
+  ``stat``);
+* else the shell's builtin ``[ FILE -nt REF ]``, every 2 s, against a reference file the session made with
+  ``mktemp`` (removed when it ends) and touches when a wait begins; a ``stat`` every 10 s besides (a file
+  system whose clock ticks coarsely could give a write the reference's own time);
+* else (no ``mktemp``) the fingerprint, by ``stat``, once a second.
+
+The marker file ``WAKE_MARKER`` beside the state file, touched by pueue's ``callback``, wakes it too, for the
+changes pueue does not save (a DependencyFailed ending); the answer is then ``changed`` though the file is
+not, and the watcher asks pueue itself (``watcher/poll/poller.py``). The marker's fingerprint as the last
+wait left it comes with the next request (``TOKEN 300 FINGERPRINT``): a touch between two waits wakes the
+next one at once.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ WAKE_CHECK = 5
 
 SESSION_SCRIPT = (
     r"""pw_os=$(uname -s 2>/dev/null) pw_cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)
+pw_ref=
+if ! command -v inotifywait >/dev/null 2>&1 && pw_ref=$(mktemp 2>/dev/null); then
+trap 'rm -f "$pw_ref"' EXIT; trap 'rm -f "$pw_ref"; exit 1' HUP INT TERM; fi
 while IFS= read -r e && IFS= read -r p && IFS= read -r d && IFS= read -r k && IFS= read -r c &&
 IFS= read -r r && IFS= read -r h && IFS= read -r o && IFS= read -r cf && IFS= read -r pf; do
 pw_wait=0 pw_mark=
@@ -49,18 +61,25 @@ if stat -c %i / >/dev/null 2>&1; then fp() { stat -L -c '%s %.9Y %i' "$@" 2>/dev
 else fp() { stat -L -f '%z %Fm %i' "$@" 2>/dev/null; }; fi
 case $pw_mark in '') v=$(fp "$f" "$m");; none) v=$s;; *) v="$s
 $pw_mark";; esac
-command -v inotifywait >/dev/null 2>&1 && iw=1 || iw=
-while [ "$pw_wait" -gt 0 ]; do
+iw= nt=
+if command -v inotifywait >/dev/null 2>&1; then iw=1
+elif [ -n "$pw_ref" ] && touch "$pw_ref" 2>/dev/null; then nt=1; fi
+[ -z "$nt$pw_mark" ] || [ "$(fp "$f" "$m")" = "$v" ] || t=changed
+i=0
+while [ "$t" = unchanged ] && [ "$pw_wait" -gt 0 ]; do
 if [ -n "$iw" ]; then
 x=$pw_wait; [ $x -gt """
     + str(WAKE_CHECK)
     + r""" ] && x="""
     + str(WAKE_CHECK)
     + r"""
-g=$(date +%s)
-if inotifywait -qq -t $x "$d" >/dev/null 2>&1; then sleep 0.2 2>/dev/null || sleep 1
-else [ $? = 2 ] || sleep 1; fi
-g=$(($(date +%s)-g)); [ $g -gt 0 ] || g=1; pw_wait=$((pw_wait-g))
+inotifywait -qq -t $x "$d" >/dev/null 2>&1
+case $? in 0) sleep 0.2 2>/dev/null || sleep 1; pw_wait=$((pw_wait-1));; 2) pw_wait=$((pw_wait-x));;
+*) sleep 1; pw_wait=$((pw_wait-1));; esac
+elif [ -n "$nt" ]; then
+sleep 2; pw_wait=$((pw_wait-2)) i=$((i+1))
+if [ "$f" -nt "$pw_ref" ] || [ "$m" -nt "$pw_ref" ]; then t=changed; break; fi
+[ $((i % 5)) = 0 ] || continue
 else sleep 1; pw_wait=$((pw_wait-1)); fi
 [ "$(fp "$f" "$m")" = "$v" ] || { t=changed; break; }
 done

@@ -23,6 +23,7 @@ SCENARIOS = {
     "real": "bench.real_pueue",
     "hygiene": "bench.hygiene_real",
     "changed-poll": "bench.changed_poll",
+    "long-poll": "bench.long_poll",
 }
 SUITE = ["parse", "fleet", "real"]
 

@@ -50,6 +50,8 @@ from watcher.watch import CycleOutcome, HostWatch
 log = structlog.get_logger("watcher")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+#: A long poll that fails sooner than this (seconds) failed at the asking, not during its wait.
+LONG_POLL_FAILED_AT_ONCE = 1.0
 SWITCH_INTERVAL = 0.001  # seconds a thread may hold the GIL while another waits for it (CPython: 0.005)
 
 
@@ -274,12 +276,21 @@ async def _pause(watch: HostWatch, stop: asyncio.Event, *, long_poll: bool = Fal
 
 
 async def _long_poll(watch: HostWatch) -> None:
-    """Return when the host's state file changed, or after the host's interval."""
+    """Return when the host's state file changed, or after the host's interval; or at once when the wait
+    ended without an answer after it had begun (the link died: SSH's keepalive, ``keepalive_interval`` x 3
+    unanswered, closed the connection), so that the poll that follows meets the failure now, reports it and
+    starts the host's backoff. A wait that could not even be asked (no session) is not retried in a loop:
+    the interval is slept."""
+    began = time.monotonic()
+    error = "the poll session ended during the wait"
     try:
         changed = await watch.poller.wait_for_change(watch.interval)
-    except HostError:
-        changed = None  # the next poll meets the failure and reports it
+    except HostError as exc:
+        changed, error = None, str(exc)
     if changed is None:
+        if time.monotonic() - began >= LONG_POLL_FAILED_AT_ONCE:
+            log.info("host.long_poll_lost", host=watch.host.name, error=error)
+            return
         await asyncio.sleep(watch.interval)
 
 

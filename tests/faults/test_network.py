@@ -196,6 +196,46 @@ def test_black_hole_fails_its_poll_and_delays_no_other_host(tmp_path: Path, ledg
         r.account(ledger)
 
 
+def test_a_link_dropped_during_a_long_poll_is_noticed_by_keepalive_and_recovered(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """At a one-minute poll interval the host's poll session waits on its state file (the long poll, issue
+    16) when the link goes silent (a black hole: nothing moves, nothing is reset). SSH's keepalive (2 s, three
+    unanswered) ends the wait; the poll that follows fails with a one-line reason, long before the interval
+    would have brought it; once the link is back the host recovers, and the phase that ended during the
+    outage is reported once."""
+    with rig(tmp_path) as r:
+        sim = small_host(r, "waiting")
+        task = sim.add_gated("a", group="p1", label="a")
+        server = r.sshd("waiting", sim)
+        proxy = r.proxy(server)
+        interval = 60
+        r.start([r.entry("waiting", server, sim, via=proxy)], poll_interval=f"{interval}s",
+                host_timeout="10s", connect_timeout="5s", keepalive_interval="2s")  # fmt: skip
+
+        with ledger.fault("link drop during a long poll (silent)"):
+            ok_polls_from(r, "waiting", 1)
+            time.sleep(3)  # the session is waiting on the host
+            proxy.black_hole()
+            dropped = time.monotonic()
+            # Without the keepalive, nothing would be noticed before the interval (or the wait) ran out.
+            (lost,) = r.wait(lambda: r.log("host.long_poll_lost", "waiting"), timeout=interval / 2)
+            (hung,) = r.wait(lambda: r.log("host.failing", "waiting"), timeout=interval / 2)
+            noticed = time.monotonic() - dropped
+            assert hung["reason"] in ("timeout", "unreachable"), hung
+            assert "\n" not in hung["error"] and "\n" not in lost["error"]
+            print(f"link dropped during a long poll (poll_interval {interval} s, keepalive 2 s x 3, "
+                  f"connect_timeout 5 s): the poll failed {noticed:.1f} s after the drop")  # fmt: skip
+            sim.finish("a")
+            sim.wait_for_status(task, "Done")
+            proxy.pass_through()
+            recovered(r, "waiting")
+            r.wait(lambda: r.received_of("phase.completed", "waiting"))
+        time.sleep(2)
+        assert [e["group"] for e in r.received_of("phase.completed")] == ["p1"]
+        r.account(ledger)
+
+
 def test_sshd_killed_mid_poll_and_back_a_minute_later(tmp_path: Path, ledger: Ledger) -> None:
     """sshd dies in the middle of a poll and returns 60 s later: host.down and host.up once each, retries
     spaced out by the backoff (logged), no completion that did not happen, every event delivered."""
